@@ -1,0 +1,198 @@
+"""Generate (once) and cache the HDF5 files the benchmark serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+DATA_VERSION = 1  # bump when the generated content changes
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of the generated datasets; `full` is the one issue 6 specifies."""
+
+    name: str
+    heatmap_side: int = 4096
+    heatmap_chunk: int = 256
+    stack_frames: int = 200
+    stack_side: int = 2048
+    line_points: int = 1_000_000
+    export_shape: tuple[int, int] = (4096, 2048)  # float64: 64 MiB
+    stats_shape: tuple[int, int] = (16384, 16384)  # float32: 1 GiB
+    stats_chunk: tuple[int, int] = (1024, 1024)
+    children: int = 1000  # sub-groups and datasets each
+    many_files: int = 200
+
+
+PROFILES = {
+    "full": Profile("full"),
+    # Smoke run: same shapes where cheap, smaller stack and stats dataset.
+    "quick": Profile("quick", stack_frames=16, stats_shape=(4096, 4096), stats_chunk=(512, 512)),
+}
+
+# file names relative to the data directory (the servers' root)
+SMALL = "small.h5"
+CHILDREN = "children.h5"
+HEATMAP = "heatmap.h5"
+STACK = "stack.h5"
+LINE = "line.h5"
+EXPORT = "export.h5"
+STATS = "stats.h5"
+MANY_DIR = "many"
+
+
+def many_file(i: int) -> str:
+    """Relative name of the i-th file of the many-files workload."""
+    return f"{MANY_DIR}/f{i:03d}.h5"
+
+
+def default_cache_dir() -> Path:
+    """Where generated data lives between runs (XDG cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jupyter_h5grove-bench"
+
+
+def _write_small(path: Path, p: Profile) -> None:
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("small", data=np.arange(64, dtype="<f4").reshape(8, 8))
+        ds.attrs["units"] = "counts"
+        ds.attrs["long_name"] = "a small dataset"
+        f.attrs["NX_class"] = "NXroot"
+
+
+def _write_children(path: Path, p: Profile) -> None:
+    with h5py.File(path, "w") as f:
+        g = f.create_group("parent")
+        for i in range(p.children):
+            sub = g.create_group(f"group_{i:04d}")
+            sub.attrs["NX_class"] = "NXcollection"
+            sub.attrs["index"] = i
+            ds = g.create_dataset(f"dataset_{i:04d}", data=np.arange(4, dtype="<i4") + i)
+            ds.attrs["units"] = "mm"
+            ds.attrs["index"] = i
+
+
+def _heatmap_image(side: int) -> np.ndarray:
+    """Detector-like float32 image: smooth peaks plus integer noise (compressible)."""
+    rng = np.random.default_rng(1)
+    y = np.linspace(-3, 3, side, dtype=np.float32)[:, None]
+    x = np.linspace(-3, 3, side, dtype=np.float32)[None, :]
+    img = 1000 * np.exp(-(x**2 + y**2)) + 200 * np.cos(3 * x) * np.sin(2 * y)
+    img += rng.integers(0, 16, size=(side, side), dtype=np.int16)
+    return np.round(img).astype("<f4")
+
+
+def _write_heatmap(path: Path, p: Profile) -> None:
+    img = _heatmap_image(p.heatmap_side)
+    chunks = (p.heatmap_chunk, p.heatmap_chunk)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "gzip", data=img, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True
+        )
+        blosc = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
+        f.create_dataset("blosc", data=img, chunks=chunks, **blosc)
+
+
+def _write_stack(path: Path, p: Profile) -> None:
+    rng = np.random.default_rng(2)
+    side = p.stack_side
+    base = rng.poisson(5.0, size=(side, side)).astype("<u2")
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "stack",
+            shape=(p.stack_frames, side, side),
+            dtype="<u2",
+            chunks=(1, side, side),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
+        for k in range(p.stack_frames):
+            ds[k] = np.roll(base, 7 * k, axis=1) + np.uint16(k % 5)
+
+
+def _write_line(path: Path, p: Profile) -> None:
+    rng = np.random.default_rng(3)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("line", data=np.cumsum(rng.standard_normal(p.line_points)))
+
+
+def _write_export(path: Path, p: Profile) -> None:
+    rng = np.random.default_rng(4)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("export", data=rng.standard_normal(p.export_shape))
+
+
+def _write_stats(path: Path, p: Profile) -> None:
+    rng = np.random.default_rng(5)
+    rows, cols = p.stats_shape
+    block = p.stats_chunk[0]
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("stats", shape=p.stats_shape, dtype="<f4", chunks=p.stats_chunk)
+        for r in range(0, rows, block):
+            values = rng.standard_normal((min(block, rows - r), cols), dtype=np.float32)
+            values *= 10
+            values += 100  # mean far from 0 so relative tolerances are meaningful
+            values[rng.random(values.shape) < 0.01] = np.nan
+            ds[r : r + block] = values
+
+
+def _write_many(path: Path, p: Profile) -> None:
+    path.mkdir(exist_ok=True)
+    for i in range(p.many_files):
+        with h5py.File(path / f"f{i:03d}.h5", "w") as f:
+            f.attrs["index"] = i
+            f.create_dataset("counts", data=np.arange(16, dtype="<i4") + i)
+            f.create_dataset("energy", data=np.linspace(0, 1, 16))
+            f.create_group("instrument").attrs["NX_class"] = "NXinstrument"
+
+
+WRITERS: dict[str, Callable[[Path, Profile], None]] = {
+    SMALL: _write_small,
+    CHILDREN: _write_children,
+    HEATMAP: _write_heatmap,
+    STACK: _write_stack,
+    LINE: _write_line,
+    EXPORT: _write_export,
+    STATS: _write_stats,
+    MANY_DIR: _write_many,
+}
+
+
+def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = print) -> Path:
+    """Return the data directory for `profile`, generating missing or stale files."""
+    root = cache_dir / profile.name
+    root.mkdir(parents=True, exist_ok=True)
+    stamp_path = root / "stamp.json"
+    want = {"version": DATA_VERSION, "profile": asdict(profile)}
+    stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
+    for name, writer in WRITERS.items():
+        if stamps.get(name) == want and (root / name).exists():
+            continue
+        t0 = time.perf_counter()
+        log(f"generating {root / name} ...")
+        tmp = root / (name + ".tmp")
+        writer(tmp, profile)
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+        os.replace(tmp, root / name)
+        stamps[name] = want
+        stamp_path.write_text(json.dumps(stamps, indent=1))
+        log(f"  done in {time.perf_counter() - t0:.1f} s")
+    return root
+
+
+def warm_page_cache(root: Path) -> None:
+    """Read every data file once so both servers start from a warm OS page cache."""
+    for path in sorted(root.rglob("*.h5")):
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass

@@ -1,0 +1,223 @@
+"""Client-side measurement: keep-alive requests, interleaved pairs, RSS sampling, load."""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+from servers import Server
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to one server."""
+
+    def __init__(self, server: Server, timeout: float = 300.0):
+        self.server = server
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def get(self, path: str) -> tuple[int, bytes, dict[str, str], float]:
+        """GET `path` (absolute); return status, body, headers and wall time in seconds."""
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.server.port, timeout=self.timeout
+                )
+            try:
+                t0 = time.perf_counter()
+                self.conn.request("GET", path, headers=self.server.headers)
+                resp = self.conn.getresponse()
+                body = resp.read()
+                elapsed = time.perf_counter() - t0
+            except (http.client.HTTPException, ConnectionError):
+                self.close()
+                if attempt:
+                    raise
+                continue
+            if resp.getheader("Connection", "").lower() == "close":
+                self.close()
+            return resp.status, body, dict(resp.getheaders()), elapsed
+        raise AssertionError("unreachable")
+
+    def api(self, query: str) -> tuple[int, bytes, dict[str, str], float]:
+        """GET an h5grove API endpoint, e.g. `meta?file=a.h5&path=/`."""
+        return self.get(self.server.prefix + query)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class RssSampler:
+    """Peak RSS of a process while a block runs, sampled in a background thread."""
+
+    def __init__(self, pid: int, period: float = 0.005):
+        self.proc = psutil.Process(pid)
+        self.period = period
+        self.before = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.period)
+
+    def __enter__(self) -> RssSampler:
+        self.before = self.peak = self.proc.memory_info().rss
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+
+@dataclass
+class PairResult:
+    """Latencies (s) of interleaved requests: ours[i] and base[i] form pair i."""
+
+    ours: list[float] = field(default_factory=list)
+    base: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+    def ratio(self) -> float:
+        return float(np.median(self.ours) / np.median(self.base))
+
+    def pair_ratios(self) -> np.ndarray:
+        return np.asarray(self.ours) / np.asarray(self.base)
+
+    def iqr(self) -> tuple[float, float]:
+        q1, q3 = np.percentile(self.pair_ratios(), [25, 75])
+        return float(q1), float(q3)
+
+    def bootstrap_ci(self, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """95% bootstrap CI of median(ours)/median(base), resampling pairs."""
+        rng = np.random.default_rng(seed)
+        ours, base = np.asarray(self.ours), np.asarray(self.base)
+        idx = rng.integers(0, len(ours), size=(n, len(ours)))
+        ratios = np.median(ours[idx], axis=1) / np.median(base[idx], axis=1)
+        lo, hi = np.percentile(ratios, [2.5, 97.5])
+        return float(lo), float(hi)
+
+
+Request = Callable[[int], str]  # pair index -> API query (same query for both sides)
+
+
+def interleaved(
+    ours: Client,
+    base: Client,
+    request: Request,
+    pairs: int,
+    budget_s: float,
+    min_pairs: int = 5,
+    seed: int = 0,
+    around: Callable[[str, Callable[[], float]], float] | None = None,
+) -> PairResult:
+    """Run `pairs` request pairs, in random order within each pair, within a time budget."""
+    rng = random.Random(seed)
+    result = PairResult()
+    start = time.monotonic()
+    for i in range(pairs):
+        if i >= min_pairs and time.monotonic() - start > budget_s:
+            break
+        query = request(i)
+        sides = [("ours", ours, result.ours), ("base", base, result.base)]
+        rng.shuffle(sides)
+        for name, client, sink in sides:
+
+            def once(client: Client = client, query: str = query) -> float:
+                status, _, _, elapsed = client.api(query)
+                if status != 200:
+                    raise RuntimeError(f"{client.server.label}: HTTP {status} for {query}")
+                return elapsed
+
+            sink.append(around(name, once) if around else once())
+    return result
+
+
+# ---- concurrency: load generators and a probe, each in its own process (no shared GIL) ----
+
+
+def _load_worker(
+    server: Server, queries: Sequence[str], seconds: float, seed: int, out: mp.Queue
+) -> None:
+    client = Client(server)
+    rng = random.Random(seed)
+    order = list(queries)
+    rng.shuffle(order)
+    count = nbytes = errors = 0
+    deadline = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < deadline:
+        status, body, _, _ = client.api(order[i % len(order)])
+        i += 1
+        if status == 200:
+            count += 1
+            nbytes += len(body)
+        else:
+            errors += 1
+    out.put((count, nbytes, errors))
+
+
+def _probe_worker(server: Server, seconds: float, period: float, out: mp.Queue) -> None:
+    client = Client(server)
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        status, _, _, elapsed = client.get(server.status_path)
+        if status == 200:
+            latencies.append(elapsed)
+        time.sleep(period)
+    out.put(latencies)
+
+
+@dataclass
+class LoadResult:
+    throughput: float  # requests / s, all clients
+    mbps: float  # MB / s of response bodies
+    errors: int
+    probe: list[float]  # latencies (s) of the status endpoint during the load
+
+
+def load(
+    server: Server, queries: Sequence[str], clients: int, seconds: float, probe_period: float = 0.01
+) -> LoadResult:
+    """`clients` processes loop over `queries` for `seconds`; a probe hits the status path."""
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()
+    probe_out: mp.Queue = ctx.Queue()
+    workers = [
+        ctx.Process(target=_load_worker, args=(server, queries, seconds, seed, out))
+        for seed in range(clients)
+    ]
+    probe = ctx.Process(target=_probe_worker, args=(server, seconds, probe_period, probe_out))
+    for p in [*workers, probe]:
+        p.start()
+    results = [out.get() for _ in workers]
+    latencies = probe_out.get()
+    for p in [*workers, probe]:
+        p.join()
+    count = sum(r[0] for r in results)
+    return LoadResult(
+        throughput=count / seconds,
+        mbps=sum(r[1] for r in results) / seconds / 1e6,
+        errors=sum(r[2] for r in results),
+        probe=latencies,
+    )

@@ -1,0 +1,104 @@
+"""Machine description and the results table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+
+import psutil
+from servers import REPO
+
+
+@dataclass
+class Row:
+    """One printed line of the results table."""
+
+    workload: str
+    ours: str
+    base: str
+    ratio: str = ""
+    spread: str = ""
+    target: str = ""
+    met: str = ""
+    same: str = ""
+
+
+HEADER = Row("workload", "ours", "h5grove", "ratio", "spread (IQR)", "target", "met?", "same?")
+
+
+def ms(seconds: float) -> str:
+    """Format a duration in milliseconds with 3 significant digits."""
+    v = seconds * 1e3
+    return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
+
+
+def table(rows: list[Row]) -> str:
+    """A GitHub-flavoured markdown table, aligned for the terminal."""
+    cells = [list(vars(r).values()) for r in [HEADER, *rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_rev() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "-"
+    except OSError:
+        return "-"
+
+
+def machine_info() -> dict[str, str]:
+    """What the figures depend on: CPU, memory, OS and library versions."""
+    import h5py
+
+    return {
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "libraries": ", ".join(
+            f"{name} {_version(name)}"
+            for name in (
+                "numpy",
+                "h5py",
+                "hdf5plugin",
+                "orjson",
+                "tornado",
+                "jupyter_server",
+                "h5grove",
+            )
+        )
+        + f", HDF5 {h5py.version.hdf5_version}",
+        "jupyter_h5grove": f"checkout {_git_rev()} ({REPO})",
+    }

@@ -1,0 +1,393 @@
+"""Content objects: an HDF5 entity's metadata, attributes, data and statistics.
+
+Same public API and results as ``h5grove.content`` (4.0.0) for every valid input. Differences,
+all for inputs on which h5grove raises a non-domain exception (HTTP 500):
+- a soft-link loop (or any link HDF5 cannot traverse) is an unresolved link with
+  ``only_valid`` and a LinkError with ``all``, so the parent group's metadata still works;
+- a path HDF5 rejects (e.g. through a broken intermediate link) raises PathError;
+- ``attributes()`` with an unknown key raises AttributeNotFoundError (422), not KeyError;
+- every content has ``data()``, ``data_stats()`` and ``attributes()``: on a group, a committed
+  datatype or an unresolved link they raise EntityKindError (422), or ForbiddenError (403)
+  when a guard refused the link's target;
+- a bad selection raises SelectionError (422) before any read (see ``selection``);
+- ``data_stats()`` is computed block by block in bounded memory (see ``stats``) and gives
+  all-None statistics for a null dataspace, NonNumericDataError for strings/compounds;
+- a read failing because an HDF5 filter is missing raises FilterUnavailableError naming the
+  filter and hdf5plugin.
+Additions: the keyword-only ``guard`` of :func:`create_content` (see ``guard``), and
+:meth:`DatasetContent.selection_info` / :meth:`DatasetContent.iter_blocks` for bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import h5py
+import numpy as np
+
+try:  # Registers the compression filters of hdf5plugin with HDF5.
+    import hdf5plugin  # noqa: F401
+except ImportError:  # pragma: no cover - hdf5plugin is a dependency
+    pass
+
+from .errors import (
+    AttributeNotFoundError,
+    EntityKindError,
+    FilterUnavailableError,
+    ForbiddenError,
+)
+from .guard import Guard, check_storage, resolve_entity
+from .models import (
+    AttributeMetadata,
+    DatasetMetadata,
+    DatatypeMetadata,
+    EntityMetadata,
+    ExternalLinkMetadata,
+    GroupMetadata,
+    LinkResolution,
+    ResolvedEntityMetadata,
+    Selection,
+    SoftLinkMetadata,
+    Stats,
+)
+from .selection import Index, Selected, plan_blocks, select
+from .stats import EMPTY_STATS, blockwise_stats
+from .typeinfo import attr_metadata, convert, get_filters, get_type_metadata, target_dtype
+from .utils import hdf_path_join, sorted_dict
+
+DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
+"""Upper bound of one block read by :meth:`DatasetContent.iter_blocks` (bytes)."""
+STATS_BLOCK_BYTES = 8 * 1024 * 1024
+"""Block size for statistics: small, since NumPy makes a few temporaries per block."""
+
+
+class EntityContent:
+    """Base content: a name, a kind and a path."""
+
+    kind = "other"
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def metadata(self, depth: int | None = None) -> EntityMetadata:
+        """Name and kind."""
+        return {"name": self.name, "kind": self.kind}
+
+    @property
+    def name(self) -> str:
+        """Entity name (last path segment)."""
+        return self._path.split("/")[-1]
+
+    @property
+    def path(self) -> str:
+        """Path in the file."""
+        return self._path
+
+    def _not_applicable(self, what: str) -> EntityKindError:
+        """The error for data/stats/attributes asked of the wrong kind of entity."""
+        return EntityKindError(f"Cannot get {what} of {self.path}: it is a {self.kind}, not a dataset")
+
+    def attributes(self, attr_keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """Links have no attributes (h5grove has no such method on links)."""
+        raise self._not_applicable("attributes")
+
+    def data(
+        self, selection: Selection = None, flatten: bool = False, dtype: str | None = "origin"
+    ) -> Any:
+        """Only datasets have data."""
+        raise self._not_applicable("data")
+
+    def data_stats(self, selection: Selection = None) -> Stats:
+        """Only datasets have statistics."""
+        raise self._not_applicable("statistics")
+
+
+class ExternalLinkContent(EntityContent):
+    """An external link left unresolved (by choice, because broken, or refused by a guard)."""
+
+    kind = "external_link"
+
+    def __init__(self, path: str, link: h5py.ExternalLink, *, refused: str | None = None) -> None:
+        super().__init__(path)
+        self._target_file = link.filename
+        self._target_path = link.path
+        self._refused = refused
+
+    def metadata(self, depth: int | None = None) -> ExternalLinkMetadata:
+        """Target file and path of the link."""
+        return sorted_dict(  # type: ignore[return-value]
+            ("target_file", self._target_file),
+            ("target_path", self._target_path),
+            *super().metadata().items(),
+        )
+
+    def _not_applicable(self, what: str) -> EntityKindError:
+        if self._refused is not None:
+            raise ForbiddenError(self._refused)
+        return super()._not_applicable(what)
+
+    @property
+    def target_file(self) -> str:
+        """The target file of the link."""
+        return self._target_file
+
+    @property
+    def target_path(self) -> str:
+        """The target path of the link (in the target file)."""
+        return self._target_path
+
+
+class SoftLinkContent(EntityContent):
+    """A soft link left unresolved (by choice or because broken or looping)."""
+
+    kind = "soft_link"
+
+    def __init__(self, path: str, link: h5py.SoftLink) -> None:
+        super().__init__(path)
+        self._target_path = link.path
+
+    def metadata(self, depth: int | None = None) -> SoftLinkMetadata:
+        """Target path of the link."""
+        return sorted_dict(  # type: ignore[return-value]
+            ("target_path", self._target_path), *super().metadata().items()
+        )
+
+    @property
+    def target_path(self) -> str:
+        """The target path of the link."""
+        return self._target_path
+
+
+T = TypeVar("T", h5py.Dataset, h5py.Datatype, h5py.Group)
+
+
+class ResolvedEntityContent(EntityContent, Generic[T]):
+    """An entity with attributes: group, dataset or committed datatype."""
+
+    def __init__(self, path: str, h5py_entity: T, *, guard: Guard | None = None) -> None:
+        super().__init__(path)
+        self._h5py_entity = h5py_entity
+        self._guard = guard
+
+    def attributes(self, attr_keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """Attribute values, all or those named in ``attr_keys``."""
+        attrs = self._h5py_entity.attrs
+        if attr_keys is None:
+            return dict(attrs.items())
+        missing = [key for key in attr_keys if key not in attrs]
+        if missing:
+            raise AttributeNotFoundError(
+                f"{self.path} has no attribute named {', '.join(map(repr, missing))}"
+            )
+        return {key: attrs[key] for key in attr_keys}
+
+    def metadata(self, depth: int | None = None) -> ResolvedEntityMetadata:
+        """Name, kind and attribute descriptions (sorted by name)."""
+        attrs = self._h5py_entity.attrs
+        return sorted_dict(  # type: ignore[return-value]
+            ("attributes", [attr_metadata(attrs, name) for name in sorted(attrs.keys())]),
+            *super().metadata().items(),
+        )
+
+
+@dataclass(frozen=True)
+class SelectionInfo:
+    """What a read would return, known without reading: for budgets and Content-Length."""
+
+    shape: tuple[int, ...] | None
+    """Shape of the answer (None for a null dataspace)."""
+    dtype: np.dtype
+    """dtype of the answer, after the ``dtype`` conversion."""
+    nbytes: int
+    """In-memory size of the answer (object dtypes count their pointers only)."""
+
+
+class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
+    """A dataset: metadata, data and statistics."""
+
+    kind = "dataset"
+
+    def metadata(self, depth: int | None = None) -> DatasetMetadata:
+        """Layout, compression, shape and type, plus attributes."""
+        dataset = self._h5py_entity
+        return sorted_dict(  # type: ignore[return-value]
+            ("chunks", dataset.chunks),
+            ("filters", get_filters(dataset)),
+            ("shape", dataset.shape),
+            ("type", get_type_metadata(dataset.id.get_type())),
+            *super().metadata().items(),
+        )
+
+    def _select(self, selection: Selection) -> Selected | None:
+        """Checked selection, or None for a null dataspace (which accepts no selection)."""
+        shape = self._h5py_entity.shape
+        if shape is None:
+            select(selection, ())  # Any member is too many for a null dataspace.
+            return None
+        return select(selection, shape)
+
+    def selection_info(
+        self, selection: Selection = None, dtype: str | None = "origin", flatten: bool = False
+    ) -> SelectionInfo:
+        """Shape, dtype and byte size of ``data(selection, flatten, dtype)`` without reading it."""
+        out_dtype = target_dtype(self._h5py_entity.dtype, dtype)
+        sel = self._select(selection)
+        if sel is None:
+            return SelectionInfo(None, out_dtype, 0)
+        shape = (sel.size,) if flatten and sel.shape else sel.shape
+        return SelectionInfo(shape, out_dtype, sel.size * out_dtype.itemsize)
+
+    def data(
+        self, selection: Selection = None, flatten: bool = False, dtype: str | None = "origin"
+    ) -> Any:
+        """Values of the selection (all by default), optionally flattened and made JS-safe."""
+        sel = self._select(selection)
+        target_dtype(self._h5py_entity.dtype, dtype)  # Refuse a bad dtype before reading.
+        self._check_storage()
+        result = convert(self._read(sel.index if sel is not None else ()), dtype)
+        if flatten and isinstance(result, np.ndarray):
+            return np.ravel(result)
+        return result
+
+    def iter_blocks(
+        self,
+        selection: Selection = None,
+        dtype: str | None = "origin",
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> Iterator[np.ndarray]:
+        """Read the selection as consecutive C-ordered blocks of at most ~block_bytes each.
+
+        Concatenating the blocks' bytes gives ``data(selection, dtype=dtype).tobytes()``.
+        """
+        sel = self._select(selection)
+        out_dtype = target_dtype(self._h5py_entity.dtype, dtype)
+        self._check_storage()
+        if sel is None:
+            return
+        itemsize = max(self._h5py_entity.dtype.itemsize, out_dtype.itemsize)
+        for index in plan_blocks(sel, itemsize, block_bytes, self._h5py_entity.chunks):
+            block = np.asarray(self._read(index))
+            yield convert(block, dtype)
+
+    def data_stats(self, selection: Selection = None) -> Stats:
+        """Statistics of the finite values of the selection, computed block by block."""
+        sel = self._select(selection)
+        dataset = self._h5py_entity
+        if sel is None:
+            return dict(EMPTY_STATS)  # type: ignore[return-value]
+        self._check_storage()
+        blocks = (
+            self._read(index)
+            for index in plan_blocks(sel, dataset.dtype.itemsize, STATS_BLOCK_BYTES, dataset.chunks)
+        )
+        return blockwise_stats(blocks, dataset.dtype)
+
+    def _check_storage(self) -> None:
+        """With a guard, refuse reads of VDS sources / external raw files outside the root."""
+        if self._guard is not None:
+            check_storage(self._h5py_entity, self._guard)
+
+    def _read(self, index: Index) -> Any:
+        """Read through h5py, turning a missing-filter failure into a clear error."""
+        try:
+            return self._h5py_entity[index]
+        except OSError as error:
+            missing = _missing_filter(self._h5py_entity, error)
+            if missing is None:
+                raise
+            raise FilterUnavailableError(missing) from None
+
+
+def _missing_filter(dataset: h5py.Dataset, error: OSError) -> str | None:
+    """Message naming the filter that failed, if the read failed for want of a filter."""
+    text = str(error).lower()
+    if "filter" not in text and "plugin" not in text:
+        return None
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        filter_id, _flags, _values, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(filter_id):
+            label = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            return (
+                f"Cannot read {dataset.name}: HDF5 filter {filter_id} ({label or 'unnamed'}) "
+                "is not available; install or upgrade hdf5plugin on the server"
+            )
+    return None
+
+
+class GroupContent(ResolvedEntityContent[h5py.Group]):
+    """A group, with its children's metadata to a given depth."""
+
+    kind = "group"
+
+    def __init__(
+        self, path: str, h5py_entity: h5py.Group, h5file: h5py.File, *, guard: Guard | None = None
+    ) -> None:
+        super().__init__(path, h5py_entity, guard=guard)
+        self._h5file = h5file
+
+    def _get_child_metadata_content(self, depth: int = 0) -> list[EntityMetadata]:
+        """Metadata of each child, links resolved when valid (as h5grove)."""
+        return [
+            create_content(
+                self._h5file, hdf_path_join(self._path, name), guard=self._guard
+            ).metadata(depth)
+            for name in self._h5py_entity.keys()
+        ]
+
+    def metadata(self, depth: int | None = 1) -> GroupMetadata:
+        """Group metadata, with children's metadata when depth > 0 (recursively)."""
+        depth = 1 if depth is None else depth
+        if depth <= 0:
+            return cast(GroupMetadata, super().metadata())
+        return sorted_dict(  # type: ignore[return-value]
+            ("children", self._get_child_metadata_content(depth - 1)),
+            *super().metadata().items(),
+        )
+
+
+class DatatypeContent(ResolvedEntityContent[h5py.Datatype]):
+    """A committed (named) datatype."""
+
+    kind = "datatype"
+
+    def metadata(self, depth: int | None = None) -> DatatypeMetadata:
+        """The type's description, plus attributes."""
+        return sorted_dict(  # type: ignore[return-value]
+            ("type", get_type_metadata(self._h5py_entity.id)),
+            *super().metadata().items(),
+        )
+
+
+def create_content(
+    h5file: h5py.File,
+    path: str | None,
+    resolve_links: LinkResolution = LinkResolution.ONLY_VALID,
+    *,
+    guard: Guard | None = None,
+) -> EntityContent:
+    """Content of the entity at ``path``, links resolved as ``resolve_links`` says.
+
+    With a ``guard``, external links are followed only through ``guard.open_file`` and
+    datasets check their VDS sources and external storage with it before reading.
+
+    :raises PathError: the path does not exist in the file
+    :raises LinkError: a link cannot be resolved with ``LinkResolution.ALL``
+    :raises ForbiddenError: the guard refused a link's target (see ``guard``)
+    """
+    if path is None:
+        path = "/"
+    entity, refused = resolve_entity(h5file, path, LinkResolution(resolve_links), guard)
+    if isinstance(entity, h5py.ExternalLink):
+        return ExternalLinkContent(path, entity, refused=refused)
+    if isinstance(entity, h5py.SoftLink):
+        return SoftLinkContent(path, entity)
+    if isinstance(entity, h5py.Dataset):
+        return DatasetContent(path, entity, guard=guard)
+    if isinstance(entity, h5py.Group):
+        return GroupContent(path, entity, h5file, guard=guard)
+    if isinstance(entity, h5py.Datatype):
+        return DatatypeContent(path, entity, guard=guard)
+    raise TypeError(f"h5py entity {type(entity)} not supported")

@@ -1,0 +1,319 @@
+"""Containment of HDF5 external links, virtual dataset sources and external raw storage.
+
+Without a guard, :func:`resolve_entity` resolves paths exactly as h5grove does (HDF5 follows
+every link itself). With a guard, the path is walked one segment at a time and HDF5 never
+follows an external link: the core resolves the target file name and asks the guard to open
+it. Datasets are reopened with virtual/external-file prefixes ``${ORIGIN}`` so relative
+sources resolve next to their file, and :func:`check_storage` refuses reads whose sources lie
+outside the root.
+
+What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` protocol:
+
+- ``open_file(from_file, target_file) -> h5py.File``: open, read-only, the file that an
+  external link stored in ``from_file`` (an OS path) names with ``target_file`` (the link's
+  raw file name). Raise :class:`ForbiddenError` when it lies outside the root (without
+  revealing whether it exists), :class:`NotFoundError` (or OSError) when it is missing or
+  unreadable. The returned file must stay open while contents made from it are in use.
+- ``allows(os_path) -> bool``: whether an absolute OS path lies inside the root (used for
+  VDS source files and external raw storage files).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import h5py
+
+from .errors import (
+    ForbiddenError,
+    H5GroveError,
+    LinkError,
+    NotFoundError,
+    PathError,
+)
+from .models import LinkResolution
+
+MAX_LINK_HOPS = 16
+"""Soft/external links followed for one path before giving up (HDF5's default limit)."""
+
+ORIGIN = "${ORIGIN}"
+"""HDF5's placeholder for the directory of the file holding the dataset."""
+
+_BROKEN = (OSError, KeyError, RuntimeError, ValueError, NotFoundError, H5GroveError)
+"""What opening or traversing a link target raises when the target is unusable."""
+
+
+class Guard(Protocol):
+    """What the core asks of a server to keep HDF5 inside the served root."""
+
+    def open_file(self, from_file: str, target_file: str) -> h5py.File:
+        """Open the target of an external link found in ``from_file`` (or raise)."""
+        ...
+
+    def allows(self, os_path: str) -> bool:
+        """Whether ``os_path`` lies inside the served root."""
+        ...
+
+
+class RootGuard:
+    """A ready Guard: everything under ``root_dir`` is allowed, nothing else."""
+
+    def __init__(
+        self,
+        root_dir: str,
+        follow_symlinks_outside: bool = True,
+        open_file: Callable[[str], h5py.File] | None = None,
+    ) -> None:
+        self.root_dir = os.path.abspath(root_dir)
+        self.real_root = os.path.realpath(root_dir)
+        self.follow_symlinks_outside = follow_symlinks_outside
+        self._open: Callable[[str], h5py.File] = open_file or _open_read_only
+
+    def allows(self, os_path: str) -> bool:
+        """Lexically inside the root; and by real path too unless symlinks may lead outside."""
+        path = os.path.abspath(os_path)
+        if not _inside(path, self.root_dir):
+            return False
+        return self.follow_symlinks_outside or _inside(os.path.realpath(path), self.real_root)
+
+    def open_file(self, from_file: str, target_file: str) -> h5py.File:
+        """Open an external link's target if allowed, trying HDF5's relocation to the link's folder."""
+        refused = False
+        for candidate in link_target_candidates(from_file, target_file):
+            if not self.allows(candidate):
+                refused = True
+            elif os.path.isfile(candidate):
+                return self._open(candidate)
+        if refused:
+            raise ForbiddenError(
+                f"External link target {target_file!r} is outside the served directory"
+            )
+        raise NotFoundError(f"External link target {target_file!r} not found")
+
+
+def _open_read_only(path: str) -> h5py.File:
+    """Default opener of RootGuard."""
+    return h5py.File(path, "r", locking=False)
+
+
+def _inside(path: str, root: str) -> bool:
+    """True if ``path`` is ``root`` or below it (both absolute and normalised)."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def link_target_candidates(from_file: str, target_file: str) -> list[str]:
+    """Files an external link may mean: the name itself (absolute, or next to its file),
+    then, for an absolute name, its base name next to the linking file (as HDF5 relocates)."""
+    folder = os.path.dirname(os.path.abspath(from_file))
+    if os.path.isabs(target_file):
+        return [os.path.normpath(target_file), os.path.join(folder, os.path.basename(target_file))]
+    return [os.path.normpath(os.path.join(folder, target_file))]
+
+
+def resolve_entity(
+    h5file: h5py.File, path: str, resolve_links: LinkResolution, guard: Guard | None
+) -> tuple[Any, str | None]:
+    """The h5py object or link at ``path`` and, for a link a guard refused, why."""
+    if guard is None:
+        return _resolve_like_h5grove(h5file, path, resolve_links), None
+    return _Walker(guard).resolve(h5file, path, resolve_links)
+
+
+def _resolve_like_h5grove(h5file: h5py.File, path: str, mode: LinkResolution) -> Any:
+    """h5grove's resolution, except that loops and HDF5 failures become domain errors."""
+    if path == "/":
+        return h5file[path]
+    try:
+        link = h5file.get(path, getlink=True)
+    except _BROKEN:
+        link = None
+    if link is None:
+        raise PathError(f"{path} is not a valid path in {os.path.basename(h5file.filename)}")
+    if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+        if mode == LinkResolution.NONE:
+            return link
+        try:
+            return h5file[path]
+        except _BROKEN:
+            if mode == LinkResolution.ONLY_VALID:
+                return link
+            raise LinkError(
+                f"Cannot resolve {link} at {path} of {os.path.basename(h5file.filename)}"
+            ) from None
+    try:
+        return h5file[path]
+    except _BROKEN:
+        raise PathError(f"{path} cannot be opened in {os.path.basename(h5file.filename)}") from None
+
+
+class _Broken(Exception):
+    """A link on the way cannot be followed (missing target, loop, unreadable file)."""
+
+
+class _Walker:
+    """Resolve a path segment by segment, opening external files only through a guard."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.hops = 0
+
+    def resolve(
+        self, h5file: h5py.File, path: str, mode: LinkResolution
+    ) -> tuple[Any, str | None]:
+        """Entity (or unresolved link) at ``path``, and the refusal message if any."""
+        names = [name for name in path.split("/") if name not in ("", ".")]
+        if not path:
+            raise PathError(f"{path} is not a valid path in {os.path.basename(h5file.filename)}")
+        group, file, where = h5file["/"], h5file, "/"
+        if not names:
+            return group, None
+        for position, name in enumerate(names):
+            last = position == len(names) - 1
+            try:
+                link = group.get(name, getlink=True)
+            except _BROKEN:
+                link = None
+            if link is None:
+                raise PathError(
+                    f"{path} is not a valid path in {os.path.basename(h5file.filename)}"
+                )
+            if isinstance(link, h5py.HardLink):
+                where = posixpath.join(where, name)
+                obj = _open_in(file, where)
+            else:
+                if last and mode == LinkResolution.NONE:
+                    return link, None
+                try:
+                    obj, file, where = self._follow(link, file, where)
+                except ForbiddenError as refusal:
+                    if last and mode == LinkResolution.ONLY_VALID:
+                        return link, str(refusal)
+                    raise
+                except _Broken:
+                    if not last:
+                        raise PathError(
+                            f"{path} is not a valid path in {os.path.basename(h5file.filename)}"
+                        ) from None
+                    if mode == LinkResolution.ONLY_VALID:
+                        return link, None
+                    raise LinkError(
+                        f"Cannot resolve {link} at {path} of {os.path.basename(h5file.filename)}"
+                    ) from None
+            if last:
+                return obj, None
+            if not isinstance(obj, h5py.Group):
+                raise PathError(
+                    f"{path} is not a valid path in {os.path.basename(h5file.filename)}"
+                )
+            group = obj
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _follow(self, link: Any, file: h5py.File, where: str) -> tuple[Any, h5py.File, str]:
+        """Target of a soft or external link: (object, its file, its path in that file)."""
+        self.hops += 1
+        if self.hops > MAX_LINK_HOPS:
+            raise _Broken("too many links")
+        if isinstance(link, h5py.SoftLink):
+            target = link.path if link.path.startswith("/") else posixpath.join(where, link.path)
+            return self._walk(file, target)
+        if isinstance(link, h5py.ExternalLink):
+            try:
+                target_file = self.guard.open_file(file.filename, link.filename)
+            except ForbiddenError:
+                raise
+            except _BROKEN as error:
+                raise _Broken(str(error)) from None
+            return self._walk(target_file, "/" + link.path.lstrip("/"))
+        raise _Broken(f"unsupported link {link!r}")
+
+    def _walk(self, file: h5py.File, path: str) -> tuple[Any, h5py.File, str]:
+        """Follow an absolute path completely (links included) inside a link's target."""
+        obj: Any = file["/"]
+        where = "/"
+        for name in (n for n in path.split("/") if n not in ("", ".")):
+            if not isinstance(obj, h5py.Group):
+                raise _Broken(f"{where} is not a group")
+            try:
+                link = obj.get(name, getlink=True)
+            except _BROKEN:
+                link = None
+            if link is None:
+                raise _Broken(f"{posixpath.join(where, name)} does not exist")
+            if isinstance(link, h5py.HardLink):
+                where = posixpath.join(where, name)
+                obj = _open_in(file, where)
+            else:
+                obj, file, where = self._follow(link, file, where)
+        return obj, file, where
+
+
+def _open_in(file: h5py.File, where: str) -> Any:
+    """Open an object by hard-link path; datasets get ``${ORIGIN}`` prefixes."""
+    try:
+        obj = file[where]
+    except _BROKEN as error:
+        raise _Broken(str(error)) from None
+    if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+        dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+        dapl.set_virtual_prefix(ORIGIN.encode())
+        dapl.set_efile_prefix(ORIGIN.encode())
+        obj = h5py.Dataset(h5py.h5d.open(file.id, where.encode(), dapl))
+    return obj
+
+
+def check_storage(dataset: h5py.Dataset, guard: Guard) -> None:
+    """Refuse (ForbiddenError) to read a dataset whose raw data may come from outside the root."""
+    folder = os.path.dirname(os.path.abspath(dataset.file.filename))
+    dapl = dataset.id.get_access_plist()
+    if dataset.is_virtual:
+        prefix = dapl.get_virtual_prefix().decode()
+        for source in dataset.virtual_sources():
+            if source.file_name == ".":
+                continue
+            for candidate in _vds_candidates(source.file_name, folder, prefix):
+                if os.path.exists(candidate) and not guard.allows(candidate):
+                    raise ForbiddenError(
+                        f"{dataset.name} is a virtual dataset with a source file outside "
+                        "the served directory"
+                    )
+    for name, _offset, _size in dataset.external or ():
+        raw = name.decode() if isinstance(name, bytes) else name
+        if not guard.allows(_efl_path(raw, folder, dapl.get_efile_prefix().decode())):
+            raise ForbiddenError(
+                f"{dataset.name} stores its data in a file outside the served directory"
+            )
+
+
+def _with_origin(prefix: str, folder: str) -> str:
+    """Replace HDF5's ``${ORIGIN}`` placeholder by the dataset file's folder."""
+    return prefix.replace(ORIGIN, folder)
+
+
+def _vds_candidates(name: str, folder: str, prefix: str) -> list[str]:
+    """Files HDF5 may open for a VDS source name, in its search order."""
+    candidates = []
+    base = name
+    if os.path.isabs(name):
+        candidates.append(name)
+        base = os.path.basename(name)
+    for entry in filter(None, os.environ.get("HDF5_VDS_PREFIX", "").split(":")):
+        candidates.append(os.path.join(_with_origin(entry, folder), base))
+    if prefix:
+        candidates.append(os.path.join(_with_origin(prefix, folder), base))
+    candidates.append(os.path.join(folder, base))
+    candidates.append(os.path.abspath(base))
+    return [os.path.abspath(c) for c in candidates]
+
+
+def _efl_path(name: str, folder: str, prefix: str) -> str:
+    """The file HDF5 opens for an external raw storage entry."""
+    prefix = os.environ.get("HDF5_EXTFILE_PREFIX", prefix)
+    if os.path.isabs(name) or not prefix:
+        return os.path.abspath(name)
+    return os.path.abspath(os.path.join(_with_origin(prefix, folder), name))

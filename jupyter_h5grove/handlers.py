@@ -1,0 +1,185 @@
+"""Thin tornado handlers: parse the h5grove query, run the request in a worker thread, write."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from http.client import responses
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .errors import QueryArgumentError, http_status
+from .service import Query, Reply, Service, Stream
+
+T = TypeVar("T")
+
+AUTH_RESOURCE = "contents"
+"""Reading HDF5 data is reading file contents: the same permission as Jupyter's contents API."""
+
+
+def parse_bool_arg(value: str | None, fallback: bool) -> bool:
+    """h5grove's boolean rule: absent -> fallback, anything but 'false' (any case) -> True."""
+    if value is None:
+        return fallback
+    return value.lower() != "false"
+
+
+def to_http_error(error: BaseException) -> web.HTTPError:
+    """The one translation of errors to HTTP: domain errors by table, others 500 (logged)."""
+    if isinstance(error, web.HTTPError):
+        return error
+    status = http_status(error)
+    if status is None:
+        return web.HTTPError(500, "Internal server error: see the Jupyter server log")
+    return web.HTTPError(status, "%s", str(error) or type(error).__name__)
+
+
+class H5GroveHandler(APIHandler):
+    """Base of every endpoint: authentication, JSON errors without tracebacks, no ETag."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, service: Service, executor: Executor) -> None:
+        """Receive the app's request service and worker threads."""
+        self.service = service
+        self.executor = executor
+
+    def compute_etag(self) -> str | None:
+        """No ETag: hashing every (possibly huge) body costs more than it saves."""
+        return None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Answer {"message": ...} only; the details of unexpected errors stay in the log."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = responses.get(status_code, "Unknown HTTP Error")
+        if isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        self.finish(orjson.dumps({"message": message}))
+
+    async def in_worker(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking HDF5 work in a worker thread, translating its errors to HTTP."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, function, *args)
+        except Exception as error:
+            http_error = to_http_error(error)
+            if http_error.status_code >= 500:
+                self.log.error("jupyter_h5grove | %s failed", self.request.uri, exc_info=True)
+            raise http_error from None
+
+
+class RootHandler(H5GroveHandler):
+    """`/` tells a client the server is up."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Answer 'ok', like h5grove."""
+        self.finish("ok", set_content_type="text/plain; charset=UTF-8")
+
+    @web.authenticated
+    @authorized
+    async def head(self) -> None:
+        """Answer 200 without a body."""
+        self.finish(set_content_type="text/plain; charset=UTF-8")
+
+
+class FileHandler(H5GroveHandler):
+    """An endpoint about an entity of a file: parse the query, run it, write the answer."""
+
+    endpoint: ClassVar[str] = ""
+
+    def query(self) -> Query:
+        """The h5grove query arguments, with h5grove's names, defaults and stripping."""
+        raw_file = self.request.query_arguments.get("file")
+        if raw_file and b"\x00" in raw_file[-1]:
+            # tornado would silently turn NUL into a space: refuse instead.
+            raise to_http_error(QueryArgumentError("file must not contain NUL characters"))
+        return Query(
+            endpoint=self.endpoint,
+            file=self.get_query_argument("file"),
+            path=self.get_query_argument("path", None, strip=False),
+            resolve_links=self.get_query_argument("resolve_links", None),
+            attr_keys=tuple(self.get_query_arguments("attr_keys", strip=False)),
+            selection=self.get_query_argument("selection", None),
+            dtype=self.get_query_argument("dtype", None),
+            format=self.get_query_argument("format", None),
+            flatten=parse_bool_arg(self.get_query_argument("flatten", None), fallback=False),
+        )
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Do all HDF5 work for the request in one worker call, then write what it produced."""
+        result = await self.in_worker(self.service.run, self.query())
+        if isinstance(result, Reply):
+            self.write_reply(result)
+        else:
+            await self.write_stream(result)
+
+    def write_reply(self, reply: Reply) -> None:
+        """Send an answer that fits in memory."""
+        content_type = self.set_headers(reply.headers)
+        self.finish(reply.body, set_content_type=content_type)
+
+    async def write_stream(self, stream: Stream) -> None:
+        """Send a big binary answer block by block, each block read in a worker thread."""
+        content_type = self.set_headers(stream.headers)
+        try:
+            while (block := await self.in_worker(stream.next_block)) is not None:
+                self.write(block)
+                await self.flush()
+        except StreamClosedError:
+            self.log.info("jupyter_h5grove | client left during %s", self.request.path)
+            return
+        except web.HTTPError as error:
+            # Headers are gone: all we can do is log and cut the connection.
+            self.log.warning("jupyter_h5grove | streaming stopped: %s", error.log_message)
+            if self.request.connection is not None:
+                self.request.connection.close()  # type: ignore[attr-defined]
+            return
+        finally:
+            await asyncio.get_running_loop().run_in_executor(self.executor, stream.close)
+        self.finish(set_content_type=content_type)
+
+    def set_headers(self, headers: dict[str, str]) -> str:
+        """Copy the encoder's headers onto the response; return the content type."""
+        for key, value in headers.items():
+            self.set_header(key, value)
+        return headers.get("Content-Type", "application/octet-stream")
+
+
+class MetadataHandler(FileHandler):
+    """`/meta`: metadata of an entity."""
+
+    endpoint = "meta"
+
+
+class AttributeHandler(FileHandler):
+    """`/attr`: attribute values of an entity."""
+
+    endpoint = "attr"
+
+
+class DataHandler(FileHandler):
+    """`/data`: (a selection of) a dataset's values in json, bin, csv, npy or tiff."""
+
+    endpoint = "data"
+
+
+class StatisticsHandler(FileHandler):
+    """`/stats`: statistics of (a selection of) a dataset."""
+
+    endpoint = "stats"
+
+
+class PathsHandler(FileHandler):
+    """`/paths`: paths of every entity below a group."""
+
+    endpoint = "paths"

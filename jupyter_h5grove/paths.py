@@ -1,0 +1,86 @@
+"""The one place mapping a `file` query argument to an OS path under the Jupyter root directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from jupyter_core.paths import is_hidden
+
+from .errors import ForbiddenError, NotFoundError, QueryArgumentError
+
+MAX_PATH_BYTES = 4096
+"""Longest accepted OS path in bytes (Linux PATH_MAX): longer ones are refused before any I/O."""
+
+MAX_NAME_BYTES = 255
+"""Longest accepted path component in bytes (NAME_MAX on common file systems)."""
+
+FILE_NOT_FOUND = "File not found"
+
+
+def _prefix(directory: str) -> str:
+    """Directory with exactly one trailing separator, for prefix containment checks."""
+    return directory if directory.endswith(os.sep) else directory + os.sep
+
+
+def _inside(path: str, root: str, root_prefix: str) -> bool:
+    """Whether a normalised absolute path is the root or lies below it."""
+    return path == root or path.startswith(root_prefix)
+
+
+def _check_syntax(file: str) -> None:
+    """Refuse what no OS path can be, before touching the file system."""
+    if "\x00" in file:
+        raise QueryArgumentError("file must not contain NUL characters")
+    encoded = file.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise QueryArgumentError(f"file is longer than {MAX_PATH_BYTES} bytes")
+    if any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")):
+        raise QueryArgumentError(f"file has a name longer than {MAX_NAME_BYTES} bytes")
+
+
+class RootPolicy:
+    """Which OS paths may be served: inside the root, not hidden, maybe confined by real path."""
+
+    def __init__(
+        self,
+        root: str,
+        allow_hidden: Callable[[], bool],
+        allow_symlinks_outside_root: bool = True,
+    ) -> None:
+        """Normalise the root once so per-request checks are plain string comparisons."""
+        self.root = os.path.normpath(os.path.abspath(root))
+        self.allow_hidden = allow_hidden
+        self.allow_symlinks_outside_root = allow_symlinks_outside_root
+        self._root_prefix = _prefix(self.root)
+        self._real_root = os.path.realpath(self.root)
+        self._real_root_prefix = _prefix(self._real_root)
+
+    def resolve(self, file: str) -> str:
+        """OS path of the API path `file` (relative to root, like Jupyter's contents API)."""
+        _check_syntax(file)
+        if not file.strip():
+            raise QueryArgumentError("file must name an HDF5 file")
+        os_path = os.path.normpath(os.path.join(self.root, file))
+        self.check(os_path, file)
+        return os_path
+
+    def check(self, os_path: str, shown: str) -> None:
+        """Refuse a normalised OS path outside the root or hidden; `shown` names it to users."""
+        if not _inside(os_path, self.root, self._root_prefix):
+            # Decided on the string alone: the answer never depends on what exists outside.
+            raise ForbiddenError(f"{shown} is outside the root directory of the server")
+        if not self.allow_hidden() and is_hidden(os_path, self.root):
+            raise NotFoundError(f"{FILE_NOT_FOUND}: {shown}")
+        if not self.allow_symlinks_outside_root:
+            real = os.path.realpath(os_path)
+            if not _inside(real, self._real_root, self._real_root_prefix):
+                raise ForbiddenError(f"{shown} is outside the root directory of the server")
+
+    def contains(self, os_path: str) -> bool:
+        """Whether an OS path (e.g. an HDF5 external link target) may be served by the same rule."""
+        try:
+            self.check(os.path.normpath(os.path.abspath(os_path)), os_path)
+        except (ForbiddenError, NotFoundError):
+            return False
+        return True

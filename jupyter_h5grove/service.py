@@ -1,0 +1,194 @@
+"""One request's whole job, run in a worker thread: resolve, open, read, encode (no tornado)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any, NamedTuple
+
+import h5py
+
+from .content import DatasetContent, EntityContent, GroupContent, create_content
+from .encoders import STREAMABLE, Response, encode, estimated_size, stream_encode
+from .errors import EntityKindError, QueryArgumentError, TooLargeError
+from .files import FileCache
+from .guard import RootGuard
+from .models import LinkResolution
+from .paths import RootPolicy
+from .utils import hdf_path_join, parse_link_resolution_arg
+
+ENCODINGS = (None, "json", "bin", "csv", "npy", "tiff")
+"""Values of `format` the encoders know (None means json)."""
+
+
+class Query(NamedTuple):
+    """The h5grove query arguments of one request, as received."""
+
+    endpoint: str
+    file: str
+    path: str | None = None
+    resolve_links: str | None = None
+    attr_keys: tuple[str, ...] = ()
+    selection: str | None = None
+    dtype: str | None = None
+    format: str | None = None
+    flatten: bool = False
+
+
+class Reply(NamedTuple):
+    """An answer built in memory: body and headers (with Content-Length)."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+class Stream:
+    """A big binary answer: headers (with Content-Length) and blocks read one call at a time."""
+
+    def __init__(self, headers: dict[str, str], blocks: Iterator[bytes]) -> None:
+        """Hold the blocks; `resources` (the file lease) is handed over by Service.run."""
+        self.headers = headers
+        self.blocks = blocks
+        self.resources = ExitStack()
+
+    def next_block(self) -> bytes | None:
+        """Read and encode the next block (call in a worker thread); None when done."""
+        return next(self.blocks, None)
+
+    def close(self) -> None:
+        """Release the file handle, whether or not every block was sent."""
+        self.resources.close()
+
+
+class Limits(NamedTuple):
+    """Memory limits of one answer."""
+
+    max_response_bytes: int
+    stream_block_bytes: int
+
+
+class PolicyGuard(RootGuard):
+    """The core's guard with paths.py's rule; link targets are leased from the file cache."""
+
+    def __init__(self, policy: RootPolicy, files: FileCache, resources: ExitStack) -> None:
+        """Leases taken through `resources` end with the request (or its stream)."""
+        super().__init__(policy.root, policy.allow_symlinks_outside_root, open_file=self._lease)
+        self.policy = policy
+        self.files = files
+        self.resources = resources
+
+    def allows(self, os_path: str) -> bool:
+        """Same rule as for `file`: inside the root, not hidden, maybe confined by real path."""
+        return self.policy.contains(os_path)
+
+    def _lease(self, os_path: str) -> h5py.File:
+        """Open an external link's target through the cache, for this request only."""
+        return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
+
+
+class Service:
+    """Everything a request needs, shared by all handlers: root policy, open files, limits."""
+
+    def __init__(self, policy: RootPolicy, files: FileCache, limits: Limits) -> None:
+        """Keep the collaborators; nothing is opened yet."""
+        self.policy = policy
+        self.files = files
+        self.limits = limits
+
+    def run(self, query: Query) -> Reply | Stream:
+        """Answer one request; every error raised is a domain error from errors.py."""
+        resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
+        os_path = self.policy.resolve(query.file)
+        with ExitStack() as resources:
+            h5file = resources.enter_context(self.files.open(os_path, query.file))
+            guard = PolicyGuard(self.policy, self.files, resources)
+            content = create_content(h5file, query.path, resolve_links, guard=guard)
+            result = ENDPOINTS[query.endpoint](self, content, query)
+            if isinstance(result, Stream):
+                result.resources = resources.pop_all()  # the stream releases the file
+            return result
+
+    def meta(self, content: EntityContent, query: Query) -> Reply | Stream:
+        """Metadata of any entity."""
+        return _reply(encode(content.metadata()))
+
+    def attr(self, content: EntityContent, query: Query) -> Reply | Stream:
+        """Attribute values of an entity, all or those named by attr_keys."""
+        return _reply(encode(content.attributes(list(query.attr_keys) or None)))
+
+    def data(self, content: EntityContent, query: Query) -> Reply | Stream:
+        """Dataset values; streamed or refused, decided before reading, when they are big."""
+        if not isinstance(content, DatasetContent):
+            return _reply(encode(content.data()))  # raises the core's error for this kind
+        if query.format not in ENCODINGS:
+            raise QueryArgumentError(f"Unsupported encoding {query.format}")
+        info = content.selection_info(query.selection, query.dtype, query.flatten)
+        items = info.nbytes // info.dtype.itemsize if info.dtype.itemsize else 0
+        size = estimated_size(info.nbytes, items, query.format)
+        if query.format in STREAMABLE and size > self.limits.stream_block_bytes:
+            return self._stream(content, query)
+        if size > self.limits.max_response_bytes:
+            raise TooLargeError(
+                f"The answer would take about {size} bytes as {query.format or 'json'}, over "
+                f"this server's limit of {self.limits.max_response_bytes} bytes: use a "
+                "selection to ask for part of the dataset (or format=bin or npy)"
+            )
+        data = content.data(query.selection, query.flatten, query.dtype)
+        return _reply(encode(data, query.format))
+
+    def _stream(self, content: DatasetContent, query: Query) -> Stream:
+        """A block-by-block answer whose Content-Length is known up front."""
+        response = stream_encode(
+            content,
+            query.selection,
+            query.dtype,
+            query.format,
+            self.limits.stream_block_bytes,
+            flatten=query.flatten,
+        )
+        return Stream(response.headers, (bytes(chunk) for chunk in response.chunks))
+
+    def stats(self, content: EntityContent, query: Query) -> Reply | Stream:
+        """Statistics of a dataset selection (computed block by block by the core)."""
+        return _reply(encode(content.data_stats(query.selection)))
+
+    def paths(self, content: EntityContent, query: Query) -> Reply | Stream:
+        """Paths of the group and of every entity below it, as h5grove lists them."""
+        if not isinstance(content, GroupContent):
+            raise EntityKindError(f"{content.path} is a {content.kind}, not a group: no paths")
+        return _reply(encode(list_paths(content, _links(query))))
+
+
+def list_paths(group: GroupContent, resolve_links: LinkResolution) -> list[str]:
+    """h5grove's /paths answer: the group and every link below it, each checked like h5grove."""
+    names = [group.path]
+    h5file = group._h5file
+    guard = group._guard
+
+    def visit(name: bytes) -> None:
+        path = hdf_path_join(group.path, name.decode())
+        names.append(create_content(h5file, path, resolve_links, guard=guard).path)
+
+    group._h5py_entity.id.links.visit(visit)
+    return names
+
+
+def _links(query: Query) -> LinkResolution:
+    """The parsed resolve_links argument (h5grove's default: only valid links)."""
+    return parse_link_resolution_arg(query.resolve_links, LinkResolution.ONLY_VALID)
+
+
+def _reply(response: Response) -> Reply:
+    """Our reply from the core's Response."""
+    return Reply(response.content, response.headers)
+
+
+ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query], Any]] = {
+    "meta": Service.meta,
+    "attr": Service.attr,
+    "data": Service.data,
+    "stats": Service.stats,
+    "paths": Service.paths,
+}
+"""What each endpoint does with the entity it asks about."""

@@ -1,0 +1,77 @@
+"""Build the HDF5 files the browser test opens in H5Web."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+NEXUS_FILE = "scan.nxs"
+SPACED_FOLDER = "run 2 data"
+SPACED_FILE = "stack copy.h5"
+
+LINE_LENGTH = 200
+IMAGE_SHAPE = (48, 64)
+STACK_SHAPE = (6, 40, 50)
+
+
+def _image(shape: tuple[int, int], phase: float = 0.0) -> np.ndarray:
+    """A smooth 2D pattern with a wide value range, so a heatmap is visibly not uniform."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.sin(x / 5.0 + phase) * np.cos(y / 7.0) * 100.0 + x + y
+
+
+def _stack(shape: tuple[int, int, int]) -> np.ndarray:
+    """A uint16 image stack whose slices differ, so moving the slider changes the picture."""
+    frames = [_image(shape[1:], phase=i) * (i + 1) for i in range(shape[0])]
+    data = np.stack(frames)
+    return (data - data.min()).astype(np.uint16)
+
+
+def _write_nexus(path: Path) -> None:
+    """A NeXus file (default plot: a 2D signal with two axes) with plain 1D, 2D, 3D datasets."""
+    with h5py.File(path, "w") as h5:
+        h5.attrs["NX_class"] = "NXroot"
+        h5.attrs["default"] = "entry"
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "data"
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        data.attrs["signal"] = "intensity"
+        data.attrs["axes"] = np.array(["y", "x"], dtype=h5py.string_dtype())
+        data["intensity"] = _image(IMAGE_SHAPE)
+        data["intensity"].attrs["units"] = "counts"
+        data["y"] = np.linspace(-1.0, 1.0, IMAGE_SHAPE[0])
+        data["x"] = np.linspace(0.0, 10.0, IMAGE_SHAPE[1])
+        data["x"].attrs["units"] = "mm"
+        entry["title"] = "browser test scan"
+        # Plain datasets next to the NeXus tree: 1D (line), 2D (heatmap), compressed 3D stack.
+        h5["line"] = np.sin(np.linspace(0, 6 * np.pi, LINE_LENGTH)) * np.linspace(1, 5, LINE_LENGTH)
+        h5["image"] = _image(IMAGE_SHAPE)
+        h5.create_dataset(
+            "stack",
+            data=_stack(STACK_SHAPE),
+            chunks=(1, *STACK_SHAPE[1:]),
+            **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE),
+        )
+
+
+def _write_spaced(path: Path) -> None:
+    """A file in a folder whose name has a space: a Bitshuffle/LZ4-compressed stack."""
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset(
+            "stack",
+            data=_stack(STACK_SHAPE),
+            chunks=(1, *STACK_SHAPE[1:]),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
+
+
+def build_tree(root: Path) -> None:
+    """Write every file of the browser test under `root`."""
+    _write_nexus(root / NEXUS_FILE)
+    (root / SPACED_FOLDER).mkdir()
+    _write_spaced(root / SPACED_FOLDER / SPACED_FILE)

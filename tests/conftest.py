@@ -1,0 +1,106 @@
+"""Shared fixtures: a Jupyter server with the extension enabled, h5 files in its root, a client."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+from traitlets.config import Config
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+PREFIX = "h5grove"
+
+Params = Mapping[str, Any] | Iterable[tuple[str, Any]]
+
+
+@pytest.fixture
+def h5grove_config() -> dict[str, Any]:
+    """Extra config for one test module or test (override to change traits)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(h5grove_config: dict[str, Any]) -> Config:
+    """Enable the extension (as installing the package does), plus per-test config."""
+    config = Config({"ServerApp": {"jpserver_extensions": {"jupyter_h5grove": True}}})
+    config.merge(Config(h5grove_config))
+    return config
+
+
+@pytest.fixture
+def prefix(h5grove_config: dict[str, Any]) -> str:
+    """The URL prefix the server under test uses."""
+    return str(h5grove_config.get("H5GroveApp", {}).get("url_prefix", PREFIX)).strip("/")
+
+
+@pytest.fixture
+def write_h5(jp_root_dir: Path) -> Callable[..., Path]:
+    """Factory writing an HDF5 file under the server root: write_h5("a.h5", build)."""
+
+    def write(relative: str, build: Callable[[h5py.File], None], **kwargs: Any) -> Path:
+        path = Path(jp_root_dir) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w", **kwargs) as h5file:
+            build(h5file)
+        return path
+
+    return write
+
+
+def query_string(params: Params | None = None, raw: str = "") -> str:
+    """Query string from a dict or (repeatable) pairs, plus an already-encoded tail."""
+    items = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+    encoded = urllib.parse.urlencode(items, doseq=True, quote_via=urllib.parse.quote)
+    return "&".join(part for part in (encoded, raw) if part)
+
+
+@pytest.fixture
+def api(http_server_client, jp_base_url: str, jp_auth_header: dict[str, str], prefix: str):
+    """GET an endpoint; returns the response whatever its status.
+
+    ``await api("meta", file="a.h5")``, ``await api("attr", [("attr_keys", "a")], file="a.h5")``,
+    ``await api("meta", raw="file=%2e%2e/x.h5")``, ``await api("", method="HEAD")``.
+    """
+
+    async def fetch(
+        endpoint: str = "",
+        params: Params | None = None,
+        *,
+        raw: str = "",
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        trailing_slash: bool = False,
+        **kwargs: Any,
+    ):
+        items = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+        items += list(kwargs.items())
+        path = f"{jp_base_url.rstrip('/')}/{prefix}/{endpoint}".rstrip("/")
+        if trailing_slash:
+            path += "/"
+        query = query_string(items, raw)
+        all_headers = {**jp_auth_header, **(headers or {})}
+        return await http_server_client.fetch(
+            f"{path}?{query}" if query else path,
+            method=method,
+            headers=all_headers,
+            raise_error=False,
+            request_timeout=60,
+        )
+
+    return fetch
+
+
+def error_message(response: Any, *statuses: int) -> str:
+    """Assert an error answer is JSON {"message": str} with one of `statuses`; return it."""
+    assert response.code in statuses, (response.code, response.body[:300])
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = json.loads(response.body)
+    assert set(body) == {"message"}, body
+    assert isinstance(body["message"], str) and body["message"]
+    return str(body["message"])

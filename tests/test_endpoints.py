@@ -1,0 +1,218 @@
+"""Every endpoint and parameter, compared with h5grove 4.0.0's own tornado handlers.
+
+h5grove's handlers are mounted in the same test server (under `h5grove-oracle/`, over the same
+root), so each request is sent to both: where h5grove answers 2xx we must answer the same
+bytes and headers, where it answers 4xx the same status, and where it crashes (500) a 4xx
+JSON message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from conftest import error_message, query_string
+from jupyter_server.utils import url_path_join
+
+ORACLE = "h5grove-oracle"
+COMPARED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length")
+
+
+def build(f: h5py.File) -> None:
+    """A file with every kind of entity, type and link the endpoints have to handle."""
+    f.attrs["title"] = "sample"
+    f.attrs["numbers"] = np.arange(3)
+    group = f.create_group("group")
+    group.attrs["NX_class"] = "NXdata"
+    group.attrs["scale"] = 2.5
+    group["int2d"] = np.arange(24, dtype=np.int32).reshape(4, 6)
+    group["int2d"].attrs["units"] = "counts"
+    group.create_group("sub")["leaf"] = np.arange(5)
+    f["float3d"] = np.linspace(-1, 1, 60).reshape(3, 4, 5)
+    f.create_dataset("chunked", data=np.arange(400.0).reshape(20, 20), chunks=(5, 5), compression="gzip")
+    f["float16_be"] = np.arange(6, dtype=">f2")
+    f["uint8"] = np.arange(250, 256, dtype=np.uint8)
+    f["bool"] = np.array([True, False, True])
+    f["complex"] = np.array([1 + 2j, 3 - 4j])
+    f["nans"] = np.array([np.nan, 1.0, -2.0, np.inf, 0.0])
+    f["scalar"] = 42.5
+    f["string"] = "hello"
+    f["strings"] = np.array([b"a", b"bc"])
+    f["empty1d"] = np.zeros((0,))
+    f["soft"] = h5py.SoftLink("/group/int2d")
+    f["broken"] = h5py.SoftLink("/nowhere")
+    f["external"] = h5py.ExternalLink("other.h5", "/values")
+    f["broken_external"] = h5py.ExternalLink("missing.h5", "/values")
+
+
+DATASETS = (
+    "/group/int2d",
+    "/float3d",
+    "/chunked",
+    "/float16_be",
+    "/uint8",
+    "/bool",
+    "/complex",
+    "/nans",
+    "/scalar",
+    "/string",
+    "/strings",
+    "/empty1d",
+    "/soft",
+    "/external",
+)
+ENTITIES = ("/", "/group", "/group/sub", *DATASETS, "/broken", "/broken_external", "/nope")
+LINK_MODES = (None, "none", "only_valid", "all", "true", "false", "bad")
+
+
+def cases() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(endpoint, query pairs) covering every parameter and value class."""
+    out: list[tuple[str, list[tuple[str, str]]]] = []
+    for path in ENTITIES:
+        out.append(("meta", [("path", path)]))
+        out.append(("attr", [("path", path)]))
+        out.append(("paths", [("path", path)]))
+    out.append(("meta", []))
+    out.append(("paths", []))
+    for mode in LINK_MODES:
+        for path in ("/", "/soft", "/broken", "/external", "/broken_external"):
+            pairs = [("path", path)] + ([("resolve_links", mode)] if mode else [])
+            out.append(("meta", pairs))
+            out.append(("paths", pairs))
+    out.append(("attr", [("path", "/"), ("attr_keys", "title")]))
+    out.append(("attr", [("path", "/"), ("attr_keys", "title"), ("attr_keys", "numbers")]))
+    out.append(("attr", [("path", "/group"), ("attr_keys", "missing")]))
+    for path in (*DATASETS, "/group", "/broken"):
+        out.append(("data", [("path", path)]))
+        out.append(("stats", [("path", path)]))
+        for fmt in ("json", "bin", "npy", "csv", "tiff", "xml"):
+            out.append(("data", [("path", path), ("format", fmt)]))
+        for dtype in ("origin", "safe", "bogus"):
+            out.append(("data", [("path", path), ("dtype", dtype), ("format", "bin")]))
+    for selection in ("1", "1:3", "0:4:2", ":, 2", "1, 2:5", "::2, ::3", "-1", "5", "0:0"):
+        for fmt in ("json", "bin", "npy", "csv", "tiff"):
+            out.append(("data", [("path", "/group/int2d"), ("selection", selection), ("format", fmt)]))
+        out.append(("stats", [("path", "/group/int2d"), ("selection", selection)]))
+    for selection in ("1, 2, 3", "a:b", "0:4:0", "99", "1,,2", ""):
+        out.append(("data", [("path", "/group/int2d"), ("selection", selection)]))
+        out.append(("stats", [("path", "/group/int2d"), ("selection", selection)]))
+    for flatten in ("true", "false", "False", "1", "0", ""):
+        out.append(("data", [("path", "/float3d"), ("flatten", flatten)]))
+        out.append(("data", [("path", "/float3d"), ("flatten", flatten), ("format", "npy")]))
+    out.append(("data", [("path", "/float3d"), ("selection", "1"), ("flatten", "true"), ("format", "csv")]))
+    return out
+
+
+@pytest.fixture
+def oracle(jp_web_app, jp_root_dir, jp_base_url):
+    """Mount h5grove 4.0.0's tornado handlers over the same root, unauthenticated, test only."""
+    from h5grove.tornado_utils import get_handlers
+
+    base = url_path_join(jp_base_url, ORACLE)
+    routes = [(base + route.rstrip("/"), cls, kw) for route, cls, kw in get_handlers(str(jp_root_dir))]
+    jp_web_app.add_handlers(".*$", routes)
+
+
+@pytest.fixture
+def sample(write_h5):
+    """The sample file and the target of its external link."""
+    write_h5("other.h5", lambda f: f.create_dataset("values", data=np.arange(3.0)))
+    return write_h5("sample.h5", build)
+
+
+@pytest.fixture
+def both(http_server_client, jp_base_url, jp_auth_header, oracle, sample):
+    """Send one query to h5grove and to us; return both responses."""
+
+    async def fetch(endpoint: str, pairs: list[tuple[str, str]], file: str = "sample.h5"):
+        query = query_string([("file", file), *pairs])
+        responses = []
+        for prefix in (ORACLE, "h5grove"):
+            url = url_path_join(jp_base_url, prefix, endpoint) + "?" + query
+            responses.append(
+                await http_server_client.fetch(url, headers=jp_auth_header, raise_error=False)
+            )
+        return responses
+
+    return fetch
+
+
+def assert_same(theirs: Any, ours: Any, what: str) -> None:
+    """Our answer equals h5grove's where it succeeds, has its status where it refuses."""
+    if theirs.code < 300:
+        assert ours.code == theirs.code, (what, ours.code, ours.body[:300])
+        assert ours.body == theirs.body, (what, ours.body[:300], theirs.body[:300])
+        for header in COMPARED_HEADERS:
+            assert ours.headers.get(header) == theirs.headers.get(header), (what, header)
+    elif theirs.code < 500:
+        assert ours.code == theirs.code, (what, ours.code, theirs.code, ours.body[:300])
+        error_message(ours, theirs.code)
+    else:
+        assert 400 <= ours.code < 500, (what, ours.code, ours.body[:300])
+        error_message(ours, ours.code)
+
+
+@pytest.mark.parametrize(("endpoint", "pairs"), cases(), ids=lambda v: str(v))
+async def test_same_as_h5grove(both, endpoint: str, pairs: list[tuple[str, str]]) -> None:
+    """Same answer as h5grove for every endpoint and parameter value."""
+    theirs, ours = await both(endpoint, pairs)
+    assert_same(theirs, ours, f"{endpoint} {pairs}")
+
+
+@pytest.mark.parametrize("file", ["missing.h5", "group-does-not-matter/x.h5"])
+async def test_missing_file_404(both, file: str) -> None:
+    """A missing file is 404 'File not found', like h5grove."""
+    for endpoint in ("meta", "attr", "data", "stats", "paths"):
+        theirs, ours = await both(endpoint, [], file=file)
+        assert theirs.code == ours.code == 404
+        assert error_message(ours, 404).startswith("File not found")
+
+
+async def test_missing_file_argument_400(api, sample) -> None:
+    """`file` is required on every file endpoint (400, as h5grove)."""
+    for endpoint in ("meta", "attr", "data", "stats", "paths"):
+        assert error_message(await api(endpoint, path="/"), 400) == "Missing argument file"
+
+
+async def test_root_get_and_head(api) -> None:
+    """The root endpoint answers 200 to GET and HEAD, with and without a final slash."""
+    for slash in (False, True):
+        response = await api("", trailing_slash=slash)
+        assert (response.code, response.body) == (200, b"ok")
+        head = await api("", method="HEAD", trailing_slash=slash)
+        assert head.code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["meta", "attr", "data", "stats", "paths"])
+async def test_trailing_slash(api, sample, endpoint: str) -> None:
+    """Every endpoint also answers with a trailing slash."""
+    path = "/group/int2d" if endpoint in ("data", "stats") else "/group"
+    plain = await api(endpoint, file="sample.h5", path=path)
+    slashed = await api(endpoint, file="sample.h5", path=path, trailing_slash=True)
+    assert plain.code == slashed.code == 200
+    assert plain.body == slashed.body
+
+
+async def test_no_etag_and_api_headers(api, sample) -> None:
+    """No ETag is computed (hashing big bodies is wasted work); Content-Length is exact."""
+    response = await api("data", file="sample.h5", path="/chunked", format="bin")
+    assert response.code == 200
+    assert "Etag" not in response.headers
+    assert int(response.headers["Content-Length"]) == len(response.body) == 400 * 8
+
+
+async def test_subfolder_with_space_and_unicode(api, write_h5) -> None:
+    """Files in sub-folders with spaces and non-ASCII names are found (URL-decoded once)."""
+    write_h5("my data/été 1.h5", lambda f: f.create_dataset("x", data=[1, 2, 3]))
+    response = await api("data", file="my data/été 1.h5", path="/x")
+    assert json.loads(response.body) == [1, 2, 3]
+
+
+async def test_error_is_json_without_traceback(api, sample) -> None:
+    """Errors carry only a message: never a traceback or a 'reason' from jupyter_server."""
+    response = await api("data", file="sample.h5", path="/group/int2d", selection="0:4:0")
+    message = error_message(response, 422)
+    assert "Traceback" not in message
