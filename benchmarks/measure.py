@@ -16,12 +16,13 @@ from servers import Server
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection to one server."""
+    """One keep-alive HTTP/1.1 connection to one server, keeping cookies as a browser does."""
 
     def __init__(self, server: Server, timeout: float = 300.0):
         self.server = server
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
+        self.cookies: dict[str, str] = {}  # like a browser: send back what the server set
 
     def get(self, path: str) -> tuple[int, bytes, dict[str, str], float]:
         """GET `path` (absolute); return status, body, headers and wall time in seconds."""
@@ -31,8 +32,11 @@ class Client:
                     "127.0.0.1", self.server.port, timeout=self.timeout
                 )
             try:
+                headers = dict(self.server.headers)
+                if self.cookies:
+                    headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
                 t0 = time.perf_counter()
-                self.conn.request("GET", path, headers=self.server.headers)
+                self.conn.request("GET", path, headers=headers)
                 resp = self.conn.getresponse()
                 body = resp.read()
                 elapsed = time.perf_counter() - t0
@@ -41,6 +45,9 @@ class Client:
                 if attempt:
                     raise
                 continue
+            for cookie in resp.headers.get_all("Set-Cookie") or ():
+                name, _, value = cookie.split(";", 1)[0].partition("=")
+                self.cookies[name.strip()] = value
             if resp.getheader("Connection", "").lower() == "close":
                 self.close()
             return resp.status, body, dict(resp.getheaders()), elapsed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,10 @@ class PySpy:
     """`py-spy record` attached to a pid; collapsed stacks written to `out` on stop."""
 
     def __init__(self, pid: int, out: Path, native: bool = False, rate: int = 250):
-        exe = shutil.which("py-spy")
+        # next to this interpreter (a venv's bin/ need not be on PATH), else on PATH
+        exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
         if exe is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
         args = [
@@ -28,12 +32,11 @@ class PySpy:
             "--output",
             str(out),
             "--threads",
-            "--nonblocking",
         ]
-        if native:
-            args.append("--native")
+        # --native needs to pause the process while it unwinds C stacks
+        args.append("--native" if native else "--nonblocking")
         self.out = out
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -42,6 +45,10 @@ class PySpy:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+IDLE = ("_queue_SimpleQueue_get", "select_epoll_poll", "EpollSelector.select", "epoll_wait")
+"""Frames of threads waiting for work (worker queue, event-loop poll): not CPU time."""
 
 
 def _frame_name(frame: str) -> str:
@@ -56,6 +63,8 @@ def summarise(raw: Path, top: int = 25) -> str:
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
     total = 0
+    if not raw.exists():
+        return "no samples (py-spy wrote nothing: permissions?)"
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -64,7 +73,7 @@ def summarise(raw: Path, top: int = 25) -> str:
         frames = [_frame_name(f) for f in stack.split(";")]
         # skip the thread / process header py-spy puts first
         frames = [f for f in frames if not f.startswith(("thread", "process"))]
-        if not frames:
+        if not frames or any(f.startswith(IDLE) for f in frames):
             continue
         total += count
         self_counts[frames[-1]] += count
@@ -72,7 +81,7 @@ def summarise(raw: Path, top: int = 25) -> str:
             incl_counts[f] += count
     if not total:
         return "no samples"
-    lines = [f"{total} samples (active threads only)", "", "self %  function"]
+    lines = [f"{total} samples (busy threads only)", "", "self %  function"]
     lines += [f"{100 * c / total:6.1f}  {f}" for f, c in self_counts.most_common(top)]
     lines += ["", "incl %  function"]
     lines += [f"{100 * c / total:6.1f}  {f}" for f, c in incl_counts.most_common(top * 2)]

@@ -32,6 +32,8 @@ HEADER = Row("workload", "ours", "h5grove", "ratio", "spread (IQR)", "target", "
 def ms(seconds: float) -> str:
     """Format a duration in milliseconds with 3 significant digits."""
     v = seconds * 1e3
+    if v >= 1000:
+        return f"{seconds:.2f} s"
     return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
 
 

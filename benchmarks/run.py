@@ -106,8 +106,8 @@ def run_workload(
             ms(float(np.median(res.base))),
             f"{ratio:.2f}",
             f"{lo:.2f}..{hi:.2f}",
-            f"≤ {w.target:g}",
-            "yes" if ratio <= w.target else "NO",
+            "info" if w.target is None else f"≤ {w.target:g}",
+            "" if w.target is None else "yes" if ratio <= w.target else "NO",
             same,
         )
     ]
@@ -145,7 +145,14 @@ def _record(w: Workload, res: PairResult, same: str) -> dict:
 
 
 def run_concurrency(
-    ours: Server, base: Server, p: d.Profile, quick: bool, clients: int, seconds: float
+    ours: Server,
+    base: Server,
+    p: d.Profile,
+    quick: bool,
+    clients: int,
+    seconds: float,
+    profile_dir: Path | None = None,
+    native: bool = False,
 ) -> tuple[list[Row], dict]:
     """Rounds of `clients` parallel readers, alternating servers (A B B A ...)."""
     mix = heatmap_mix(p)
@@ -156,7 +163,13 @@ def run_concurrency(
     for r in range(rounds):
         order = [("ours", ours), ("base", base)]
         for side, server in order if r % 2 == 0 else order[::-1]:
+            spy = None
+            if profile_dir and side == "ours":
+                spy = PySpy(server.pid, profile_dir / f"concurrency_{r}.txt", native)
             res = load(server, mix, clients, seconds)
+            if spy:
+                spy.stop()
+                (profile_dir / f"concurrency_{r}.summary.txt").write_text(summarise(spy.out))
             thr[side].append(res.throughput)
             probes[side] += res.probe
             errors += res.errors
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma-separated workload keys to run "
-        "(meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
+        "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
         "line_json, export_npy, stats, many_one, many_rr, concurrency)",
     )
     parser.add_argument(
@@ -287,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
             if not only or "concurrency" in only:
                 seconds = args.seconds or (2.0 if args.quick else 8.0)
                 r, rec = run_concurrency(
-                    ours_srv, base_srv, profile, args.quick, args.clients, seconds
+                    ours_srv,
+                    base_srv,
+                    profile,
+                    args.quick,
+                    args.clients,
+                    seconds,
+                    args.profile_ours,
+                    args.native,
                 )
                 rows += r
                 records.append(rec)

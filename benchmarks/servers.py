@@ -66,12 +66,20 @@ def _wait_ready(server: Server, timeout: float = 60.0) -> None:
             if resp.status == 200:
                 return
             last_error = f"HTTP {resp.status} on {server.prefix}"
+            if resp.status in (302, 404) and _extension_failed(server):
+                break
         except OSError as e:
             last_error = str(e)
         time.sleep(0.2)
     log = server.log_path.read_text()[-3000:] if server.log_path else ""
     server.stop()
     raise RuntimeError(f"{server.label} did not start ({last_error}); log tail:\n{log}")
+
+
+def _extension_failed(server: Server) -> bool:
+    """Jupyter started without our extension (it logs the import error and goes on)."""
+    text = server.log_path.read_text(errors="replace") if server.log_path else ""
+    return "jupyter_h5grove | error" in text or "jupyter_h5grove | extension failed" in text
 
 
 def _env() -> dict[str, str]:

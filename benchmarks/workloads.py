@@ -18,7 +18,7 @@ class Workload:
     request: Request
     pairs: int  # full run; --quick divides
     budget_s: float  # stop early after this many seconds (at least `min_pairs`)
-    target: float  # ours/h5grove must be <= target
+    target: float | None  # ours/h5grove must be <= target (None: for information)
     min_pairs: int = 5
     compare: str = "bytes"  # "bytes" or "stats" (floating-point tolerance)
 
@@ -67,6 +67,8 @@ def workloads(p: d.Profile) -> list[Workload]:
     gzip, blosc, frames = heatmap_windows(p, "gzip"), heatmap_windows(p, "blosc"), stack_frames(p)
     many = [q("meta", d.many_file(i), "/") for i in range(p.many_files)]
     return [
+        # Not in issue 6: the framework's floor (Jupyter auth + handler vs bare tornado).
+        Workload("root", "root endpoint (floor)", cycle([""]), 300, 5, None),
         Workload("meta_small", "meta, small", cycle([q("meta", d.SMALL, "/small")]), 300, 10, 1.0),
         Workload(
             "meta_children",

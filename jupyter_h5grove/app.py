@@ -8,7 +8,7 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Int, Unicode, validate
+from traitlets import Bool, Int, TraitError, Unicode, validate
 
 from . import handlers
 from .files import FileCache
@@ -83,7 +83,7 @@ class H5GroveApp(ExtensionApp):
         """Strip slashes so `h5web`, `/h5web/` and `h5web/` mean the same prefix."""
         value = str(proposal["value"]).strip("/")
         if not value:
-            raise ValueError("H5GroveApp.url_prefix must not be empty")
+            raise TraitError("H5GroveApp.url_prefix must not be empty")
         return value
 
     @validate("worker_threads", "stream_block_bytes", "max_response_bytes")
@@ -91,7 +91,7 @@ class H5GroveApp(ExtensionApp):
         """Refuse sizes that would stop every request."""
         value = int(proposal["value"])
         if value < 1:
-            raise ValueError(f"H5GroveApp.{proposal['trait'].name} must be at least 1")
+            raise TraitError(f"H5GroveApp.{proposal['trait'].name} must be at least 1")
         return value
 
     def initialize_settings(self) -> None:

@@ -20,6 +20,7 @@ Additions: the keyword-only ``guard`` of :func:`create_content` (see ``guard``),
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -27,10 +28,8 @@ from typing import Any, Generic, TypeVar, cast
 import h5py
 import numpy as np
 
-try:  # Registers the compression filters of hdf5plugin with HDF5.
+with contextlib.suppress(ImportError):  # Registers hdf5plugin's compression filters.
     import hdf5plugin  # noqa: F401
-except ImportError:  # pragma: no cover - hdf5plugin is a dependency
-    pass
 
 from .errors import (
     AttributeNotFoundError,
@@ -40,7 +39,6 @@ from .errors import (
 )
 from .guard import Guard, check_storage, resolve_entity
 from .models import (
-    AttributeMetadata,
     DatasetMetadata,
     DatatypeMetadata,
     EntityMetadata,
@@ -54,7 +52,14 @@ from .models import (
 )
 from .selection import Index, Selected, plan_blocks, select
 from .stats import EMPTY_STATS, blockwise_stats
-from .typeinfo import attr_metadata, convert, get_filters, get_type_metadata, target_dtype
+from .typeinfo import (
+    attributes_metadata,
+    cached_type_metadata,
+    convert,
+    get_filters,
+    get_type_metadata,
+    target_dtype,
+)
 from .utils import hdf_path_join, sorted_dict
 
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
@@ -87,7 +92,9 @@ class EntityContent:
 
     def _not_applicable(self, what: str) -> EntityKindError:
         """The error for data/stats/attributes asked of the wrong kind of entity."""
-        return EntityKindError(f"Cannot get {what} of {self.path}: it is a {self.kind}, not a dataset")
+        return EntityKindError(
+            f"Cannot get {what} of {self.path}: it is a {self.kind}, not a dataset"
+        )
 
     def attributes(self, attr_keys: Sequence[str] | None = None) -> dict[str, Any]:
         """Links have no attributes (h5grove has no such method on links)."""
@@ -176,7 +183,7 @@ class ResolvedEntityContent(EntityContent, Generic[T]):
         attrs = self._h5py_entity.attrs
         if attr_keys is None:
             return dict(attrs.items())
-        missing = [key for key in attr_keys if key not in attrs]
+        missing = [key for key in attr_keys if not _has_attribute(attrs, key)]
         if missing:
             raise AttributeNotFoundError(
                 f"{self.path} has no attribute named {', '.join(map(repr, missing))}"
@@ -185,11 +192,18 @@ class ResolvedEntityContent(EntityContent, Generic[T]):
 
     def metadata(self, depth: int | None = None) -> ResolvedEntityMetadata:
         """Name, kind and attribute descriptions (sorted by name)."""
-        attrs = self._h5py_entity.attrs
         return sorted_dict(  # type: ignore[return-value]
-            ("attributes", [attr_metadata(attrs, name) for name in sorted(attrs.keys())]),
+            ("attributes", attributes_metadata(self._h5py_entity.id)),
             *super().metadata().items(),
         )
+
+
+def _has_attribute(attrs: h5py.AttributeManager, key: str) -> bool:
+    """Whether an attribute exists; names HDF5 rejects (empty, NUL...) do not."""
+    try:
+        return bool(key) and key in attrs
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -216,7 +230,7 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
             ("chunks", dataset.chunks),
             ("filters", get_filters(dataset)),
             ("shape", dataset.shape),
-            ("type", get_type_metadata(dataset.id.get_type())),
+            ("type", cached_type_metadata(dataset.id.get_type())),
             *super().metadata().items(),
         )
 
@@ -330,12 +344,19 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
 
     def _get_child_metadata_content(self, depth: int = 0) -> list[EntityMetadata]:
         """Metadata of each child, links resolved when valid (as h5grove)."""
-        return [
-            create_content(
-                self._h5file, hdf_path_join(self._path, name), guard=self._guard
-            ).metadata(depth)
-            for name in self._h5py_entity.keys()
-        ]
+        return [self._child(name).metadata(depth) for name in self._h5py_entity]
+
+    def _child(self, name: str) -> EntityContent:
+        """Content of a child: hard links opened from this group, no walk from the root."""
+        path = hdf_path_join(self._path, name)
+        group = self._h5py_entity
+        try:
+            info = group.id.links.get_info(name.encode("utf-8"))
+            if info.type == h5py.h5l.TYPE_HARD:
+                return _wrap(path, group[name], self._h5file, self._guard)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            pass  # Let create_content report it as h5grove would.
+        return create_content(self._h5file, path, guard=self._guard)
 
     def metadata(self, depth: int | None = 1) -> GroupMetadata:
         """Group metadata, with children's metadata when depth > 0 (recursively)."""
@@ -380,6 +401,13 @@ def create_content(
     if path is None:
         path = "/"
     entity, refused = resolve_entity(h5file, path, LinkResolution(resolve_links), guard)
+    return _wrap(path, entity, h5file, guard, refused)
+
+
+def _wrap(
+    path: str, entity: Any, h5file: h5py.File, guard: Guard | None, refused: str | None = None
+) -> EntityContent:
+    """The content class for a resolved h5py object or an unresolved link."""
     if isinstance(entity, h5py.ExternalLink):
         return ExternalLinkContent(path, entity, refused=refused)
     if isinstance(entity, h5py.SoftLink):

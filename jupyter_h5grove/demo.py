@@ -98,10 +98,25 @@ def generate(folder: Path) -> list[Path]:
     return files
 
 
+def _installed(module: str) -> bool:
+    """Whether a module can be imported (without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
 def jupyter_command(folder: Path, ip: str, extra: Sequence[str]) -> list[str]:
-    """`jupyter lab` if JupyterLab is installed, else `jupyter server`, serving `folder`."""
-    module = "jupyterlab" if importlib.util.find_spec("jupyterlab") else "jupyter_server"
+    """`jupyter lab` if JupyterLab is installed, else `jupyter server`, serving `folder`.
+
+    With jupyterlab-h5web installed, its own server extension is switched off and ours serves
+    its `h5web` prefix, so double-clicking an HDF5 file opens H5Web on jupyter_h5grove.
+    """
+    module = "jupyterlab" if _installed("jupyterlab") else "jupyter_server"
     command = [sys.executable, "-m", module, f"--ServerApp.root_dir={folder}", f"--ip={ip}"]
+    if _installed("jupyterlab_h5web"):
+        command += [
+            "--ServerApp.jpserver_extensions",
+            "jupyterlab_h5web=False",
+            "--H5GroveApp.url_prefix=h5web",
+        ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and CI machines often run as root
     return [*command, *extra]

@@ -8,6 +8,7 @@ Differences, all where h5grove crashes (HTTP 500) or returns meaningless bytes:
 - ``csv`` of more than 2 dimensions and ``tiff`` of anything but 2 dimensions raise
   UnsupportedEncodingError (h5grove: ValueError/IndexError for csv 3D+/tiff 1D, and a
   multi-page TIFF for 3D+ although documented as 2D only);
+- JSON of big-endian arrays (orjson refuses them: 500 in h5grove) is served;
 - JSON of bytes that are not UTF-8 (opaque data, binary attributes) decodes them with
   replacement characters instead of failing; an unserialisable value raises
   UnsupportedEncodingError.
@@ -74,12 +75,26 @@ def orjson_default(o: Any) -> list[Any] | float | str | None:
 
 def orjson_encode(content: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """JSON bytes of ``content`` (NumPy arrays serialised natively by orjson)."""
+    default = default or orjson_default
     try:
-        return orjson.dumps(
-            content, default=default or orjson_default, option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        return orjson.dumps(content, default=default, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        pass
+    try:  # orjson refuses non-native byte order (h5grove: 500); retry with native arrays.
+        return orjson.dumps(_native(content), default=default, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as error:
         raise UnsupportedEncodingError(f"Cannot encode this content in JSON: {error}") from None
+
+
+def _native(content: Any) -> Any:
+    """Copy of ``content`` whose NumPy arrays are in native byte order."""
+    if isinstance(content, np.ndarray):
+        return content.astype(content.dtype.newbyteorder("="), copy=False)
+    if isinstance(content, dict):
+        return {key: _native(value) for key, value in content.items()}
+    if isinstance(content, (list, tuple)):
+        return [_native(value) for value in content]
+    return content
 
 
 def csv_encode(data: np.ndarray) -> bytes:
@@ -91,8 +106,11 @@ def csv_encode(data: np.ndarray) -> bytes:
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool = False) -> bytes:
     """The NPY header ``np.save`` writes for such an array (format 1.0, or 2.0 if needed)."""
-    fields = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran_order}
-    fields["shape"] = shape
+    fields: dict[str, Any] = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": fortran_order,
+        "shape": shape,
+    }
     with io.BytesIO() as buffer:
         try:
             np.lib.format.write_array_header_1_0(buffer, fields)
@@ -123,7 +141,9 @@ def tiff_encode(data: np.ndarray) -> bytes:
 
 def _buffer(array: np.ndarray) -> memoryview:
     """Zero-copy byte view of a C-contiguous array (0-d arrays included)."""
-    return memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")
+    if not array.size:
+        return memoryview(b"")
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 class Response:
@@ -226,6 +246,8 @@ def stream_encode(
     if info.shape is None:  # Null dataspace: same as encode() of h5py.Empty.
         response = encode(content.data(selection, flatten, dtype), encoding)
         return StreamResponse(response.headers, len(response.content), iter([response.content]))
+    if dtype == "safe" and not is_numeric_dtype(info.dtype):
+        raise UnsupportedEncodingError(f"Unsupported dtype {dtype} for non-numeric data")
     if info.dtype.hasobject:
         raise UnsupportedEncodingError(
             f"Unsupported encoding {encoding} for variable-length or object data; use json"

@@ -70,6 +70,9 @@ def open_h5(os_path: str, shown: str, *, locking: bool) -> tuple[h5py.File, File
     except OSError as error:
         log.info("Cannot open %s: %s", os_path, error)
         raise os_error(error, shown) from None
+    except Exception as error:  # h5py raises RuntimeError/ValueError for some corrupt files
+        log.info("Cannot open %s: %r", os_path, error)
+        raise InvalidFileError(f"{shown} is not a valid HDF5 file (corrupt)") from None
     try:
         opened: FileIdentity | None = FileIdentity.of(os.fstat(h5file.id.get_vfd_handle()))
     except Exception:  # a driver without a file descriptor: trust the earlier stat

@@ -3,9 +3,12 @@
 Without a guard, :func:`resolve_entity` resolves paths exactly as h5grove does (HDF5 follows
 every link itself). With a guard, the path is walked one segment at a time and HDF5 never
 follows an external link: the core resolves the target file name and asks the guard to open
-it. Datasets are reopened with virtual/external-file prefixes ``${ORIGIN}`` so relative
-sources resolve next to their file, and :func:`check_storage` refuses reads whose sources lie
-outside the root.
+it. :func:`check_storage` refuses reads of datasets whose VDS source files or external raw
+storage files may lie outside the root, resolving their names as HDF5 will (VDS sources:
+absolute name, ``HDF5_VDS_PREFIX``, the dataset's virtual prefix, the file's folder, the
+working directory; raw storage: ``HDF5_EXTFILE_PREFIX`` or the efile prefix, else the working
+directory). Datasets are not reopened with ``${ORIGIN}`` prefixes: HDF5 refuses to open a
+dataset already open with other prefixes, which a shared file handle cannot rule out.
 
 What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` protocol:
 
@@ -80,7 +83,7 @@ class RootGuard:
         return self.follow_symlinks_outside or _inside(os.path.realpath(path), self.real_root)
 
     def open_file(self, from_file: str, target_file: str) -> h5py.File:
-        """Open an external link's target if allowed, trying HDF5's relocation to the link's folder."""
+        """Open an external link's target if allowed (also relocated next to the linking file)."""
         refused = False
         for candidate in link_target_candidates(from_file, target_file):
             if not self.allows(candidate):
@@ -163,9 +166,7 @@ class _Walker:
         self.guard = guard
         self.hops = 0
 
-    def resolve(
-        self, h5file: h5py.File, path: str, mode: LinkResolution
-    ) -> tuple[Any, str | None]:
+    def resolve(self, h5file: h5py.File, path: str, mode: LinkResolution) -> tuple[Any, str | None]:
         """Entity (or unresolved link) at ``path``, and the refusal message if any."""
         names = [name for name in path.split("/") if name not in ("", ".")]
         if not path:
@@ -254,17 +255,11 @@ class _Walker:
 
 
 def _open_in(file: h5py.File, where: str) -> Any:
-    """Open an object by hard-link path; datasets get ``${ORIGIN}`` prefixes."""
+    """Open an object by hard-link path (one file, no link traversal)."""
     try:
-        obj = file[where]
+        return file[where]
     except _BROKEN as error:
         raise _Broken(str(error)) from None
-    if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
-        dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-        dapl.set_virtual_prefix(ORIGIN.encode())
-        dapl.set_efile_prefix(ORIGIN.encode())
-        obj = h5py.Dataset(h5py.h5d.open(file.id, where.encode(), dapl))
-    return obj
 
 
 def check_storage(dataset: h5py.Dataset, guard: Guard) -> None:

@@ -119,14 +119,22 @@ class FileHandler(H5GroveHandler):
         """Do all HDF5 work for the request in one worker call, then write what it produced."""
         result = await self.in_worker(self.service.run, self.query())
         if isinstance(result, Reply):
-            self.write_reply(result)
+            await self.write_reply(result)
         else:
             await self.write_stream(result)
 
-    def write_reply(self, reply: Reply) -> None:
-        """Send an answer that fits in memory."""
+    async def write_reply(self, reply: Reply) -> None:
+        """Send an answer built in memory, part by part (tornado would join them: a copy)."""
         content_type = self.set_headers(reply.headers)
-        self.finish(reply.body, set_content_type=content_type)
+        *head, last = reply.parts
+        try:
+            for part in head:
+                self.write(part)
+                await self.flush()
+        except StreamClosedError:
+            self.log.info("jupyter_h5grove | client left during %s", self.request.path)
+            return
+        self.finish(last, set_content_type=content_type)
 
     async def write_stream(self, stream: Stream) -> None:
         """Send a big binary answer block by block, each block read in a worker thread."""

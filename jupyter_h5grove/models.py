@@ -6,13 +6,13 @@ Same names and shapes as ``h5grove.models`` (4.0.0), so viewers written for h5gr
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, TypedDict, Union
+from typing import Any, TypedDict
 
 import h5py
 
-H5pyEntity = Union[h5py.Dataset, h5py.Datatype, h5py.ExternalLink, h5py.Group, h5py.SoftLink]
+H5pyEntity = h5py.Dataset | h5py.Datatype | h5py.ExternalLink | h5py.Group | h5py.SoftLink
 
-Selection = Union[str, int, slice, tuple[Union[slice, int], ...], None]
+Selection = str | int | slice | tuple[slice | int, ...] | None
 """A NumPy-like selection: ``"1, 2:5"``, an int, a slice, a tuple of those, or None (all)."""
 
 
@@ -27,7 +27,7 @@ class LinkResolution(str, Enum):
     """Resolve every link; a broken one raises LinkError."""
 
 
-StrDtype = Union[str, dict[str, Any]]
+StrDtype = str | dict[str, Any]
 """NumPy dtype string, or a dict of them (nested) for compound types."""
 
 # Functional syntax because "class" is a keyword.
@@ -45,7 +45,7 @@ TypeMetadata = TypedDict(
         "vlen": bool,
         "tag": str,
         "dims": tuple[int, ...],
-        "members": Union[list[Any], dict[str, int]],
+        "members": list[Any] | dict[str, int],
         "base": Any,
     },
     total=False,

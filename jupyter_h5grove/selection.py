@@ -52,7 +52,9 @@ def _to_int(text: str, member: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise SelectionError(f"{member.strip()!r} is not an integer or a start:stop:step slice") from None
+        raise SelectionError(
+            f"{member.strip()!r} is not an integer or a start:stop:step slice"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,11 @@ class Dim:
 
     def slice_of(self, first: int, stop: int) -> slice:
         """Dataset slice for the answer's items ``first:stop`` along this axis."""
-        return slice(self.start + first * self.step, self.start + (stop - 1) * self.step + 1, self.step)
+        if stop <= first:  # Empty: a stop below 0 would count from the end in h5py.
+            return slice(self.start, self.start, 1)
+        return slice(
+            self.start + first * self.step, self.start + (stop - 1) * self.step + 1, self.step
+        )
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def plan_blocks(
     ranges = list(_ranges(sel.dims[axis], max(1, block_bytes // row_bytes), chunk))
     outer = kept[:split]
     for combo in itertools.product(*(range(sel.dims[a].count) for a in outer)):
-        fixed = dict(zip(outer, combo))
+        fixed = dict(zip(outer, combo, strict=True))
         for first, stop in ranges:
             members: list[Any] = []
             for a, dim in enumerate(sel.dims):

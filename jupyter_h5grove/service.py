@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 import h5py
+import numpy as np
 
 from .content import DatasetContent, EntityContent, GroupContent, create_content
-from .encoders import STREAMABLE, Response, encode, estimated_size, stream_encode
-from .errors import EntityKindError, QueryArgumentError, TooLargeError
+from .encoders import (
+    JSON_HEADERS,
+    STREAMABLE,
+    Response,
+    encode,
+    estimated_size,
+    orjson_encode,
+    stream_encode,
+)
+from .errors import EntityKindError, InvalidFileError, QueryArgumentError, TooLargeError
 from .files import FileCache
 from .guard import RootGuard
 from .models import LinkResolution
 from .paths import RootPolicy
 from .utils import hdf_path_join, parse_link_resolution_arg
+
+log = logging.getLogger(__name__)
+
+JSON_BLOCK_ITEMS = 256 * 1024
+"""Values per orjson call for big arrays: ~10 ms of GIL at a time."""
 
 ENCODINGS = (None, "json", "bin", "csv", "npy", "tiff")
 """Values of `format` the encoders know (None means json)."""
@@ -37,9 +52,9 @@ class Query(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """An answer built in memory: body and headers (with Content-Length)."""
+    """An answer built in memory: its body as consecutive parts, and headers (Content-Length)."""
 
-    body: bytes
+    parts: list[bytes]
     headers: dict[str, str]
 
 
@@ -98,6 +113,16 @@ class Service:
 
     def run(self, query: Query) -> Reply | Stream:
         """Answer one request; every error raised is a domain error from errors.py."""
+        try:
+            return self._run(query)
+        except (OSError, RuntimeError) as error:  # HDF5 failing on a damaged file
+            log.warning("HDF5 error on %s %s: %r", query.file, query.path, error)
+            raise InvalidFileError(
+                f"Cannot read {query.path or '/'} in {query.file}: the file may be damaged"
+            ) from None
+
+    def _run(self, query: Query) -> Reply | Stream:
+        """run() without the translation of HDF5's own exceptions."""
         resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
         os_path = self.policy.resolve(query.file)
         with ExitStack() as resources:
@@ -135,6 +160,8 @@ class Service:
                 "selection to ask for part of the dataset (or format=bin or npy)"
             )
         data = content.data(query.selection, query.flatten, query.dtype)
+        if query.format in (None, "json"):
+            return json_parts(data)
         return _reply(encode(data, query.format))
 
     def _stream(self, content: DatasetContent, query: Query) -> Stream:
@@ -163,14 +190,22 @@ class Service:
 def list_paths(group: GroupContent, resolve_links: LinkResolution) -> list[str]:
     """h5grove's /paths answer: the group and every link below it, each checked like h5grove."""
     names = [group.path]
-    h5file = group._h5file
-    guard = group._guard
+    failures: list[Exception] = []
 
-    def visit(name: bytes) -> None:
+    def visit(name: bytes) -> int | None:
         path = hdf_path_join(group.path, name.decode())
-        names.append(create_content(h5file, path, resolve_links, guard=guard).path)
+        try:
+            names.append(
+                create_content(group._h5file, path, resolve_links, guard=group._guard).path
+            )
+        except Exception as error:  # raising inside HDF5's iteration would be a SystemError
+            failures.append(error)
+            return 1  # stops the iteration
+        return None
 
     group._h5py_entity.id.links.visit(visit)
+    if failures:
+        raise failures[0]
     return names
 
 
@@ -181,7 +216,27 @@ def _links(query: Query) -> LinkResolution:
 
 def _reply(response: Response) -> Reply:
     """Our reply from the core's Response."""
-    return Reply(response.content, response.headers)
+    return Reply([response.content], response.headers)
+
+
+def json_parts(data: Any) -> Reply:
+    """JSON of a big array in short orjson calls: one call would hold the GIL for seconds.
+
+    Row blocks of a C-contiguous array encode to the same bytes as the whole array, so the
+    answer is identical to encode(data); the parts are sent one after the other, never joined.
+    """
+    big = isinstance(data, np.ndarray) and data.ndim >= 1 and data.size > JSON_BLOCK_ITEMS
+    if not big or not data.flags.c_contiguous or data.shape[0] < 2:
+        return _reply(encode(data))
+    rows = max(1, JSON_BLOCK_ITEMS * data.shape[0] // data.size)
+    parts = [b"["]
+    for first in range(0, data.shape[0], rows):
+        if first:
+            parts.append(b",")
+        parts.append(orjson_encode(data[first : first + rows])[1:-1])
+    parts.append(b"]")
+    headers = {**JSON_HEADERS, "Content-Length": str(sum(map(len, parts)))}
+    return Reply(parts, headers)
 
 
 ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query], Any]] = {

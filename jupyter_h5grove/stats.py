@@ -36,9 +36,14 @@ def _cast(dtype: np.dtype) -> Any:
     return float if np.issubdtype(dtype, np.floating) else _to_int
 
 
-def _to_int(value: Any) -> int:
-    """int() of a NumPy scalar; complex values keep their (truncated) real part like h5grove."""
-    return int(np.real(value))
+def _to_int(value: Any) -> int | None:
+    """int() of a NumPy scalar; complex values keep their (truncated) real part like h5grove.
+
+    A non-finite value (NaN in complex data, which is not masked) gives None where h5grove
+    raises ValueError.
+    """
+    real = np.real(value)
+    return int(real) if np.isfinite(real) else None
 
 
 def finite_values(data: np.ndarray) -> np.ndarray:
@@ -80,12 +85,21 @@ def _greater(a: Any, b: Any) -> Any:
     return b if a is None else np.max(np.array([a, b]))
 
 
+def _masked_min(values: np.ndarray, mask: np.ndarray) -> Any:
+    """Minimum of the values where mask is true (None if none), without copying them."""
+    if not mask.any():
+        return None
+    if values.dtype.kind == "f":
+        return np.min(values, where=mask, initial=np.inf).astype(values.dtype)
+    if values.dtype.kind in "iu":
+        return np.min(values, where=mask, initial=np.iinfo(values.dtype).max)
+    return np.min(values[mask])
+
+
 class StatsAccumulator:
     """Fold blocks of one dtype into statistics; memory is independent of the total size."""
 
     def __init__(self, dtype: np.dtype) -> None:
-        if not is_numeric_dtype(dtype):
-            raise NonNumericDataError(f"Statistics need numeric data, not dtype {dtype}")
         self.dtype = dtype
         self._first: np.ndarray | None = None
         self._blocks = 0
@@ -99,7 +113,11 @@ class StatsAccumulator:
 
     def add(self, block: Any) -> None:
         """Fold one block (array or scalar) of the selection."""
-        values = finite_values(np.asarray(block))
+        values = np.asarray(block)
+        if values.size and not is_numeric_dtype(values.dtype):
+            # An empty selection of any type has all-None stats, as in h5grove.
+            raise NonNumericDataError(f"Statistics need numeric data, not dtype {values.dtype}")
+        values = finite_values(values)
         self._blocks += 1
         if self._blocks == 1:
             self._first = values  # One block only: computed exactly as h5grove at the end.
@@ -118,7 +136,9 @@ class StatsAccumulator:
         if values.dtype.itemsize > 8 and values.dtype.kind in "fc":
             wide = values.dtype.type
         mean = np.mean(values, dtype=wide)
-        m2 = np.sum(np.abs(values - mean) ** 2)
+        deviations = np.subtract(values, mean, dtype=wide).ravel()
+        m2 = np.vdot(deviations, deviations).real  # One temporary, no squares array.
+        del deviations
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
@@ -126,12 +146,10 @@ class StatsAccumulator:
         self.count = total
         self.min = _lesser(self.min, np.min(values))
         self.max = _greater(self.max, np.max(values))
-        strict = values[values > 0]
-        if strict.size:
-            self.strict_positive_min = _lesser(self.strict_positive_min, np.min(strict))
-        positive = values[values >= 0]
-        if positive.size:
-            self.positive_min = _lesser(self.positive_min, np.min(positive))
+        self.strict_positive_min = _lesser(
+            self.strict_positive_min, _masked_min(values, values > 0)
+        )
+        self.positive_min = _lesser(self.positive_min, _masked_min(values, values >= 0))
 
     def result(self) -> Stats:
         """The statistics of everything added so far."""

@@ -9,6 +9,7 @@ Same output as h5grove 4.0.0 for every type h5py can map to NumPy. Differences:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import h5py
@@ -77,6 +78,37 @@ def _member(type_id: h5py.h5t.TypeCompoundID, index: int) -> dict[str, Any]:
     return dict(get_type_metadata(type_id.get_member_type(index)))
 
 
+def cached_type_metadata(type_id: h5py.h5t.TypeID) -> TypeMetadata:
+    """get_type_metadata, memoised on the type's binary encoding (types repeat a lot)."""
+    try:
+        key = type_id.encode()
+    except (TypeError, ValueError, RuntimeError):
+        return get_type_metadata(type_id)
+    meta = _TYPE_CACHE.get(key)
+    if meta is None:
+        if len(_TYPE_CACHE) > 1024:
+            _TYPE_CACHE.clear()
+        meta = _TYPE_CACHE[key] = get_type_metadata(type_id)
+    return copy.deepcopy(meta) if meta.get("members") or "base" in meta else dict(meta)  # type: ignore[return-value]
+
+
+_TYPE_CACHE: dict[bytes, TypeMetadata] = {}
+
+
+def attributes_metadata(object_id: h5py.h5o.ObjectID) -> list[AttributeMetadata]:
+    """Name, shape and type of every attribute of an object, sorted by name (no values read)."""
+    described = []
+    for index in range(h5py.h5a.get_num_attrs(object_id)):
+        attr_id = h5py.h5a.open(object_id, index=index)
+        name = attr_id.name.decode("utf-8")
+        described.append((name, attr_id))
+    described.sort(key=lambda entry: entry[0])
+    return [
+        {"name": name, "shape": attr_id.shape, "type": cached_type_metadata(attr_id.get_type())}
+        for name, attr_id in described
+    ]
+
+
 def attr_metadata(entity_attrs: h5py.AttributeManager, attr_name: str) -> AttributeMetadata:
     """Name, shape and type of one attribute, without reading its value."""
     attr_id = entity_attrs.get_id(attr_name)
@@ -126,13 +158,15 @@ def safe_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def target_dtype(dtype: np.dtype, conversion: str | None) -> np.dtype:
-    """dtype of the answer for a ``dtype`` query value, checked before anything is read."""
+    """dtype of the answer for a ``dtype`` query value, checked before anything is read.
+
+    ``safe`` of non-numeric data is refused by :func:`convert` once read: an element of a
+    vlen dataset (object dtype) may well be numeric.
+    """
     if conversion in ("origin", None):
         return dtype
     if conversion == "safe":
-        if not is_numeric_dtype(dtype):
-            raise UnsupportedEncodingError(f"Unsupported dtype {conversion} for non-numeric data")
-        return safe_dtype(dtype)
+        return safe_dtype(dtype) if is_numeric_dtype(dtype) else dtype
     raise QueryArgumentError(f"Unsupported dtype {conversion}")
 
 

@@ -88,4 +88,3 @@ def get_dataset_slice(dataset: Any, selection: Any) -> Any:
     shape = dataset.shape
     checked = select(selection, () if shape is None else shape)
     return dataset[checked.index]
-

@@ -39,12 +39,16 @@ def _write_types(group: h5py.Group) -> None:
     """One dataset per HDF5 type class (and NumPy flavour)."""
     for dtype in INT_DTYPES:
         info = np.iinfo(dtype)
-        group[f"int_{dtype}"] = np.array([info.min, -1 if info.min else 0, 0, 1, 7, info.max], dtype)
+        group[f"int_{dtype}"] = np.array(
+            [info.min, -1 if info.min else 0, 0, 1, 7, info.max], dtype
+        )
     for dtype in FLOAT_DTYPES:
         name = np.dtype(dtype).name
         group[f"float_{name}"] = _float_data((3, 4), dtype)
     for dtype in ENDIAN_DTYPES:
-        group[f"endian_{dtype.replace('>', 'be_').replace('<', 'le_')}"] = np.arange(12, dtype=dtype)
+        group[f"endian_{dtype.replace('>', 'be_').replace('<', 'le_')}"] = np.arange(
+            12, dtype=dtype
+        )
     group["bool"] = np.array([True, False, True])
     group["complex64"] = np.array([1 + 2j, -3.5 - 1j, 0j], np.complex64)
     group["complex128"] = np.array([[1 + 2j, np.nan + 1j], [-3 - 4j, 2j]], np.complex128)
@@ -53,18 +57,27 @@ def _write_types(group: h5py.Group) -> None:
     group["str_fixed_ascii"] = np.array([b"abc", b"de", b""], dtype="S3")
     group["str_fixed_scalar"] = np.bytes_(b"hello")
     fixed_utf8 = group.create_dataset("str_fixed_utf8", (2,), dtype=h5py.string_dtype("utf-8", 2))
-    fixed_utf8.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(["é".encode(), b"ab"], "S2"), mtype=fixed_utf8.id.get_type())
+    fixed_utf8.id.write(
+        h5py.h5s.ALL,
+        h5py.h5s.ALL,
+        np.array(["é".encode(), b"ab"], "S2"),
+        mtype=fixed_utf8.id.get_type(),
+    )
     group.create_dataset(
         "str_vlen_ascii", data=[b"a", b"bcd", b""], dtype=h5py.string_dtype("ascii")
     )
-    group.create_dataset("str_vlen_utf8", data=["α", "βγ", "naïve ✓"], dtype=h5py.string_dtype())
+    group.create_dataset(
+        "str_vlen_utf8", data=["\u03b1", "\u03b2\u03b3", "naïve ✓"], dtype=h5py.string_dtype()
+    )
     group["str_vlen_scalar"] = "scalar ✓"
     group.create_dataset(
         "str_vlen_bad_utf8", data=[b"ok", b"\xff\xfe"], dtype=h5py.string_dtype("ascii")
     )
     tid = h5py.h5t.STD_B8LE.copy()
     bitfield = h5py.h5d.create(group.id, b"bitfield", tid, h5py.h5s.create_simple((4,)))
-    bitfield.write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(4, dtype="u1"), mtype=h5py.h5t.NATIVE_UINT8)
+    bitfield.write(
+        h5py.h5s.ALL, h5py.h5s.ALL, np.arange(4, dtype="u1"), mtype=h5py.h5t.NATIVE_UINT8
+    )
     group["opaque"] = np.array([b"\x00\x01\x02\x03", b"abcd"], dtype="V4")
     point = np.dtype([("x", "<f4"), ("y", ">i2")])
     group["compound"] = np.array([(1.5, 2), (-1, 3)], point)
@@ -225,7 +238,9 @@ def dataset_paths(path: str | os.PathLike[str]) -> list[str]:
     """Paths of the hard-linked datasets of a file (sorted)."""
     names: list[str] = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None
+        )
     return sorted(names)
 
 

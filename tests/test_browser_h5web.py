@@ -2,7 +2,7 @@
 
 JupyterLab runs as a subprocess with our extension at prefix `h5web` and jupyterlab_h5web's own
 server extension disabled, so every request the H5Web frontend makes is answered by us.
-Screenshots of each view go to test-artifacts/browser/ at the repository root.
+A screenshot of each view goes to test-artifacts/browser/ at the repository root.
 """
 
 from __future__ import annotations
@@ -12,45 +12,72 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.browser
 
 PREFIX = "h5web"
-BASE_URL = "/user/e2e/"  # a JupyterHub-like base URL, not "/"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+BASE_URL = "/user/e2e/"  # JupyterHub-like: everything must work below a non-root base URL
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 # Debugging aid: H5WEB_E2E_REFERENCE=1 runs the same views on jupyterlab_h5web's own server.
 REFERENCE = os.environ.get("H5WEB_E2E_REFERENCE") == "1"
 
 
-def _unavailable(reason: str) -> None:
-    """Skip loudly on a developer machine; in CI (env CI set) a missing browser is a failure."""
-    message = f"BROWSER TEST NOT RUN: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set: the browser test must run)", pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-
-if not Path(CHROMIUM).is_file():
-    _unavailable(
-        f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium` "
-        "or set CHROMIUM_PATH"
-    )
-try:
+try:  # the test extra brings playwright, pillow, jupyterlab, jupyterlab-h5web
+    import jupyterlab  # noqa: F401
+    import jupyterlab_h5web  # noqa: F401
     import playwright.sync_api as pw
     from browser import datafiles as files
     from browser import h5webui as ui
     from browser.labserver import LabServer, start_lab
-except ImportError as error:  # the `test` extra brings playwright, pillow, jupyterlab...
-    _unavailable(f"{error}; install the test extra: pip install -e '.[test]'")
+    from browser.network import Exchange, PrefixRecorder
+except ImportError as error:
+    MISSING: str | None = f"{error}: pip install -e '.[test]'"
+else:
+    MISSING = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_available() -> None:
+    """Skip loudly on a developer machine without Chromium; in CI (env CI set), fail instead."""
+    reason = MISSING
+    if not Path(CHROMIUM).is_file():
+        reason = f"no Chromium at {CHROMIUM}: `apt-get install -y chromium`, or set CHROMIUM_PATH"
+    if reason is None:
+        return
+    message = f"BROWSER TEST NOT RUN: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: the browser test must run)", pytrace=False)
+    pytest.skip(message)
+
+
+# pytest-jupyter's autouse fixtures (conftest.py loads the plugin) would take and close the event
+# loop that Playwright's sync API runs; nothing here runs in-process, so they are no-ops.
+@pytest.fixture
+def jp_asyncio_loop() -> None:
+    """No asyncio loop from pytest-jupyter: Playwright's sync API owns the loop."""
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    """No in-process ServerApp to clean up: JupyterLab runs as a subprocess."""
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+def artifacts() -> Path:
+    """An empty test-artifacts/browser/: the screenshots and server log of this run only."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[LabServer]:
     """JupyterLab with our extension at /h5web/ and jupyterlab_h5web's server part off."""
     root = tmp_path_factory.mktemp("root")
     files.build_tree(root)
@@ -66,10 +93,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
         yield server
     finally:
         server.stop()
+        shutil.copyfile(server.log_path, artifacts / "jupyter-lab.log")
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[pw.BrowserContext]:
+def chromium(artifacts: Path) -> Iterator[pw.BrowserContext]:
     """Headless Debian Chromium with a fresh profile."""
     with tempfile.TemporaryDirectory() as profile, pw.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -86,86 +114,140 @@ def chromium() -> Iterator[pw.BrowserContext]:
 
 
 @pytest.fixture
-def page(
-    lab: LabServer, chromium: pw.BrowserContext
-) -> Iterator[tuple[pw.Page, ui.PrefixRecorder]]:
-    """A JupyterLab tab, with every request to our prefix recorded."""
+def lab_page(
+    request: pytest.FixtureRequest, lab: LabServer, chromium: pw.BrowserContext
+) -> Iterator[tuple[pw.Page, PrefixRecorder]]:
+    """JupyterLab in a fresh workspace, with every request to our prefix recorded."""
     page = chromium.new_page()
     page.set_default_timeout(ui.UI_TIMEOUT_MS)
-    recorder = ui.PrefixRecorder(f"{lab.url}{PREFIX}/")
+    recorder = PrefixRecorder(f"{lab.url}{PREFIX}/")
     recorder.attach(page)
-    ui.open_lab(page, lab.url, lab.token)
+    ui.open_lab(page, lab.url, lab.token, workspace=request.node.name)
     try:
         yield page, recorder
     finally:
+        print(f"{len(recorder.exchanges)} requests to /{PREFIX}/, not 2xx: {recorder.bad()}")
+        if recorder.page_errors:
+            print(f"uncaught page errors: {recorder.page_errors}")
         page.close()
+
+
+@dataclass(frozen=True)
+class Plot:
+    """What a view must show: H5Web's visualization tab, and how inked its canvas must be."""
+
+    vis: str
+    min_fraction: float  # share of canvas pixels unlike the background
+    min_colours: int
+
+
+LINE = Plot("Line", min_fraction=0.002, min_colours=2)  # a thin curve on white
+HEATMAP = Plot("Heatmap", min_fraction=0.3, min_colours=32)  # a colour-mapped image
+NX_HEATMAP = replace(HEATMAP, vis="NX Heatmap")
+
+
+def _fetched(mark: int, recorder: PrefixRecorder, path: str) -> list[Exchange]:
+    """The `data` requests for `path` answered since `mark`."""
+    return [
+        x for x in recorder.since(mark) if x.endpoint == "data" and x.params.get("path") == path
+    ]
+
+
+def _assert_colorbar(page: pw.Page, values: np.ndarray) -> None:
+    """The heatmap's colour bar spans the data's range: the numbers made it through intact."""
+    shown = ui.colorbar_domain(page)
+    expected = (float(values.min()), float(values.max()))
+    assert shown == pytest.approx(expected, rel=1e-3, abs=1e-3), (shown, expected)
 
 
 def _check_view(
     page: pw.Page,
-    recorder: ui.PrefixRecorder,
+    recorder: PrefixRecorder,
     name: str,
-    *,
-    vis: str,
-    min_fraction: float,
-    min_colours: int,
+    plot: Plot,
 ) -> None:
-    """Assert H5Web drew `vis` on a non-blank canvas, error-free, and save a screenshot."""
-    ink = ui.wait_for_plot(page, min_fraction, min_colours)
-    assert ui.selected_vis(page) == vis
+    """Assert H5Web drew `plot` on a non-blank canvas, error-free, all 2xx; save a screenshot."""
+    try:
+        ink = ui.wait_for_plot(page, plot.min_fraction, plot.min_colours)
+    except AssertionError as error:
+        ui.screenshot(page, ARTIFACTS, f"{name}-FAILED")
+        raise AssertionError(f"{name}: {error}\nnot 2xx: {recorder.bad()}") from error
+    assert ui.selected_vis(page) == plot.vis
     ui.assert_no_h5web_error(page)
     shot = ui.screenshot(page, ARTIFACTS, name)
     assert recorder.exchanges, "H5Web made no request to our prefix"
     assert not recorder.bad(), f"{name}: requests to /{PREFIX}/ not 2xx: {recorder.bad()}"
-    print(f"{name}: {vis}, {ink}, {shot}")
-
-
-LINE = {"vis": "Line", "min_fraction": 0.002, "min_colours": 2}
-HEATMAP = {"min_fraction": 0.5, "min_colours": 32}
+    print(f"{name}: {plot.vis} ({ink}) -> {shot}")
 
 
 def test_prefix_is_served_by_jupyter_h5grove(lab: LabServer) -> None:
-    """`stats` exists only in our server: proves jupyterlab_h5web's handlers are not loaded."""
+    """Only our server has `stats`: proves jupyterlab_h5web's own handlers are not loaded."""
     if REFERENCE:
         pytest.skip("H5WEB_E2E_REFERENCE=1: the prefix is served by jupyterlab_h5web")
     status, body, _ = lab.get(f"{PREFIX}/stats?file={files.NEXUS_FILE}&path=/line")
-    assert status == 200, body
+    assert status == 200, body[:300]
     assert {"min", "max", "mean"} <= set(json.loads(body))
     assert "Jupyterlab-h5web extension will serve" not in lab.log_text()
 
 
-def test_nexus_file_views(page: tuple[pw.Page, ui.PrefixRecorder]) -> None:
-    """Open the NeXus file; check its default plot, a line, a heatmap, a stack slice, NXdata."""
-    tab, recorder = page
-    ui.open_from_file_browser(tab, files.NEXUS_FILE)
-    _check_view(tab, recorder, "01-nexus-default-plot", vis="NX Heatmap", **HEATMAP)
+def test_nexus_file(lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """Open the NeXus file: default plot, 1D line, 2D heatmap, 3D stack slider, NXdata group."""
+    page, recorder = lab_page
+    ui.open_from_file_browser(page, files.NEXUS_FILE)
+    _check_view(page, recorder, "01-nexus-default-plot", NX_HEATMAP)
+    assert ui.plot_title(page) == "intensity (counts)"
+    assert _fetched(0, recorder, "/entry/data/intensity")
+    _assert_colorbar(page, files.image_values(files.IMAGE_SHAPE))
 
-    ui.select_entity(tab, "/line")
-    _check_view(tab, recorder, "02-line-1d", **LINE)
-
-    ui.select_entity(tab, "/image")
-    _check_view(tab, recorder, "03-heatmap-2d", vis="Heatmap", **HEATMAP)
-
-    ui.select_entity(tab, "/stack")
-    _check_view(tab, recorder, "04-stack-3d-slice-0", vis="Heatmap", **HEATMAP)
-    before = ui.canvas_pixels(tab)
     mark = recorder.mark()
-    index = ui.move_slider(tab, 3)
+    ui.select_entity(page, "/line")
+    _check_view(page, recorder, "02-line-1d", LINE)
+    assert _fetched(mark, recorder, "/line")
+
+    mark = recorder.mark()
+    ui.select_entity(page, "/image")
+    _check_view(page, recorder, "03-heatmap-2d", HEATMAP)
+    assert _fetched(mark, recorder, "/image")
+    _assert_colorbar(page, files.image_values(files.IMAGE_SHAPE))
+
+    mark = recorder.mark()
+    ui.select_entity(page, "/stack")
+    _check_view(page, recorder, "04-stack-3d-slice-0", HEATMAP)
+    assert [x.params.get("selection") for x in _fetched(mark, recorder, "/stack")] == ["0,:,:"]
+    _assert_colorbar(page, files.stack_values(files.STACK_SHAPE)[0])
+
+    before, mark = ui.canvas_pixels(page), recorder.mark()
+    index = ui.move_slider(page, 3)
     recorder.wait_for(
-        lambda x: x.endpoint == "data" and f"selection={index},:,:" in x.query, mark
+        page,
+        lambda x: x.endpoint == "data" and x.params.get("selection") == f"{index},:,:",
+        mark,
+        ui.PLOT_TIMEOUT_S,
     )
-    ui.wait_for_change(tab, before)
-    _check_view(tab, recorder, f"05-stack-3d-slice-{index}", vis="Heatmap", **HEATMAP)
+    ui.wait_for_change(page, before)
+    _check_view(page, recorder, f"05-stack-3d-slice-{index}", HEATMAP)
+    _assert_colorbar(page, files.stack_values(files.STACK_SHAPE)[index])
 
-    ui.select_entity(tab, "/entry/data")
-    _check_view(tab, recorder, "06-nxdata-group", vis="NX Heatmap", **HEATMAP)
+    ui.set_mode(page, "Inspect")
+    ui.wait_for_text(page, "/stack", "Integer (unsigned), 16-bit", "6 x 40 x 50", "32001")
+    ui.screenshot(page, ARTIFACTS, "06-stack-inspect")
+    ui.set_mode(page, "Display")
+
+    ui.select_entity(page, "/entry/data")
+    _check_view(page, recorder, "07-nxdata-group", NX_HEATMAP)
+    assert ui.plot_title(page) == "intensity (counts)"
+    ui.set_mode(page, "Inspect")
+    ui.wait_for_text(page, "NX_class", "NXdata", "signal", "intensity", "axes")
+    ui.screenshot(page, ARTIFACTS, "08-nxdata-inspect")
+    assert not recorder.bad(), recorder.bad()
 
 
-def test_file_in_folder_with_space(page: tuple[pw.Page, ui.PrefixRecorder]) -> None:
-    """Open a file inside a folder whose name has a space, and plot its compressed stack."""
-    tab, recorder = page
-    ui.open_from_file_browser(tab, files.SPACED_FOLDER, files.SPACED_FILE)
-    ui.select_entity(tab, "/stack")
-    _check_view(tab, recorder, "07-folder-with-space-stack", vis="Heatmap", **HEATMAP)
-    requested = {x.query.split("&")[0] for x in recorder.exchanges}
-    assert requested == {f"file={files.SPACED_FOLDER}/{files.SPACED_FILE}"}, requested
+def test_file_in_folder_with_space(lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """Open a file in a folder whose name has a space; plot its Bitshuffle-compressed stack."""
+    page, recorder = lab_page
+    ui.open_from_file_browser(page, files.SPACED_FOLDER, files.SPACED_FILE)
+    ui.select_entity(page, "/stack")
+    _check_view(page, recorder, "09-folder-with-space-stack", HEATMAP)
+    _assert_colorbar(page, files.stack_values(files.STACK_SHAPE)[0])
+    requested = {x.params.get("file") for x in recorder.exchanges}
+    assert requested == {f"{files.SPACED_FOLDER}/{files.SPACED_FILE}"}, requested

@@ -19,6 +19,10 @@ from jupyter_server.utils import url_path_join
 
 ORACLE = "h5grove-oracle"
 COMPARED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length")
+REFUSED_ON_PURPOSE = {
+    ("data", "tiff"): "TIFF is documented as 2D only: h5grove writes odd files for 1D/3D",
+}
+"""Answers h5grove gives that we replace by a 422 (see README, Differences from h5grove)."""
 
 
 def build(f: h5py.File) -> None:
@@ -32,7 +36,9 @@ def build(f: h5py.File) -> None:
     group["int2d"].attrs["units"] = "counts"
     group.create_group("sub")["leaf"] = np.arange(5)
     f["float3d"] = np.linspace(-1, 1, 60).reshape(3, 4, 5)
-    f.create_dataset("chunked", data=np.arange(400.0).reshape(20, 20), chunks=(5, 5), compression="gzip")
+    f.create_dataset(
+        "chunked", data=np.arange(400.0).reshape(20, 20), chunks=(5, 5), compression="gzip"
+    )
     f["float16_be"] = np.arange(6, dtype=">f2")
     f["uint8"] = np.arange(250, 256, dtype=np.uint8)
     f["bool"] = np.array([True, False, True])
@@ -94,7 +100,9 @@ def cases() -> list[tuple[str, list[tuple[str, str]]]]:
             out.append(("data", [("path", path), ("dtype", dtype), ("format", "bin")]))
     for selection in ("1", "1:3", "0:4:2", ":, 2", "1, 2:5", "::2, ::3", "-1", "5", "0:0"):
         for fmt in ("json", "bin", "npy", "csv", "tiff"):
-            out.append(("data", [("path", "/group/int2d"), ("selection", selection), ("format", fmt)]))
+            out.append(
+                ("data", [("path", "/group/int2d"), ("selection", selection), ("format", fmt)])
+            )
         out.append(("stats", [("path", "/group/int2d"), ("selection", selection)]))
     for selection in ("1, 2, 3", "a:b", "0:4:0", "99", "1,,2", ""):
         out.append(("data", [("path", "/group/int2d"), ("selection", selection)]))
@@ -102,7 +110,9 @@ def cases() -> list[tuple[str, list[tuple[str, str]]]]:
     for flatten in ("true", "false", "False", "1", "0", ""):
         out.append(("data", [("path", "/float3d"), ("flatten", flatten)]))
         out.append(("data", [("path", "/float3d"), ("flatten", flatten), ("format", "npy")]))
-    out.append(("data", [("path", "/float3d"), ("selection", "1"), ("flatten", "true"), ("format", "csv")]))
+    out.append(
+        ("data", [("path", "/float3d"), ("selection", "1"), ("flatten", "true"), ("format", "csv")])
+    )
     return out
 
 
@@ -112,7 +122,9 @@ def oracle(jp_web_app, jp_root_dir, jp_base_url):
     from h5grove.tornado_utils import get_handlers
 
     base = url_path_join(jp_base_url, ORACLE)
-    routes = [(base + route.rstrip("/"), cls, kw) for route, cls, kw in get_handlers(str(jp_root_dir))]
+    routes = [
+        (base + route.rstrip("/"), cls, kw) for route, cls, kw in get_handlers(str(jp_root_dir))
+    ]
     jp_web_app.add_handlers(".*$", routes)
 
 
@@ -140,9 +152,11 @@ def both(http_server_client, jp_base_url, jp_auth_header, oracle, sample):
     return fetch
 
 
-def assert_same(theirs: Any, ours: Any, what: str) -> None:
+def assert_same(theirs: Any, ours: Any, what: str, refused: bool = False) -> None:
     """Our answer equals h5grove's where it succeeds, has its status where it refuses."""
-    if theirs.code < 300:
+    if theirs.code < 300 and refused and ours.code == 422:
+        error_message(ours, 422)
+    elif theirs.code < 300:
         assert ours.code == theirs.code, (what, ours.code, ours.body[:300])
         assert ours.body == theirs.body, (what, ours.body[:300], theirs.body[:300])
         for header in COMPARED_HEADERS:
@@ -151,15 +165,19 @@ def assert_same(theirs: Any, ours: Any, what: str) -> None:
         assert ours.code == theirs.code, (what, ours.code, theirs.code, ours.body[:300])
         error_message(ours, theirs.code)
     else:
-        assert 400 <= ours.code < 500, (what, ours.code, ours.body[:300])
-        error_message(ours, ours.code)
+        # h5grove crashed: we answer a 4xx, or the right data where the input is usable
+        # (e.g. h5grove's parser trips on spaces in "::2, ::3").
+        assert ours.code < 500, (what, ours.code, ours.body[:300])
+        if ours.code >= 400:
+            error_message(ours, ours.code)
 
 
 @pytest.mark.parametrize(("endpoint", "pairs"), cases(), ids=lambda v: str(v))
 async def test_same_as_h5grove(both, endpoint: str, pairs: list[tuple[str, str]]) -> None:
     """Same answer as h5grove for every endpoint and parameter value."""
     theirs, ours = await both(endpoint, pairs)
-    assert_same(theirs, ours, f"{endpoint} {pairs}")
+    refused = (endpoint, dict(pairs).get("format")) in REFUSED_ON_PURPOSE
+    assert_same(theirs, ours, f"{endpoint} {pairs}", refused)
 
 
 @pytest.mark.parametrize("file", ["missing.h5", "group-does-not-matter/x.h5"])

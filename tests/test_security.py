@@ -3,6 +3,10 @@ leaving the root, and authentication on every endpoint (issue 4, issue 3)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -178,6 +182,41 @@ async def test_nul_and_overlong_hdf5_path_refused(h5get, tree, endpoint):
     assert_error(await h5get(endpoint, file="data.h5", path="/" + "x" * 20000))
 
 
+FIFO_POKER = """
+import errno, os, sys, time
+path, delay = sys.argv[1], float(sys.argv[2])
+time.sleep(delay)
+while True:  # release any reader blocked on the FIFO (it then reads EOF); killed by the test
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+    time.sleep(0.05)
+"""
+
+
+async def test_fifo_in_root_does_not_hang_server(h5get, jp_root_dir, jp_fetch):
+    """A named pipe in the root (`mkfifo data.h5`) is refused at once: opening it would block
+    the worker (and h5py holds the GIL while it blocks, freezing the whole server).
+
+    A helper process releases any blocked reader after 3 s, so a failure cannot hang the run.
+    """
+    fifo = jp_root_dir / "pipe.h5"
+    os.mkfifo(fifo)
+    poker = subprocess.Popen([sys.executable, "-c", FIFO_POKER, str(fifo), "3"])
+    try:
+        start = time.monotonic()
+        resp = await h5get("meta", file="pipe.h5", path="/", timeout=20)
+        elapsed = time.monotonic() - start
+        assert_error(resp)
+        assert elapsed < 2.5, f"server blocked {elapsed:.1f}s opening a FIFO"
+        assert (await jp_fetch("api", "status")).code == 200
+    finally:
+        poker.kill()
+        poker.wait(10)
+
+
 # --------------------------------------------------------------------------- hidden files
 
 
@@ -296,6 +335,7 @@ def h5links(tree) -> dict[str, Path]:
         e["out_chain"] = h5py.ExternalLink("hop.h5", "/hop")
         e["out_symlink"] = h5py.ExternalLink("link_out.h5", "/secret")
         e["hidden"] = h5py.ExternalLink(".hidden.h5", "/x")
+        e["sneaky_soft"] = h5py.SoftLink("/entry/out_root_group/secret")
         e["local"] = np.arange(3)
     return tree
 
@@ -339,6 +379,38 @@ async def test_external_link_outside_root_reads_refused(h5get, h5links, in_cwd, 
     resp = await h5get(endpoint, file="master.h5", path=f"/entry/{link}")
     assert_error(resp)
     assert not leaks(resp), describe(resp)
+
+
+THROUGH_LINKS = ["/entry/out_root_group/secret", "/entry/sneaky_soft", "/entry/out_chain"]
+
+
+@pytest.mark.parametrize("path", THROUGH_LINKS)
+async def test_paths_crossing_an_external_link_outside_root(h5get, h5links, path):
+    """An HDF5 path that crosses a link out of the root mid-way (or a soft link or chain of
+    files leading there) is not followed either."""
+    for endpoint in ("data", "stats", "attr"):
+        resp = await h5get(endpoint, file="master.h5", path=path)
+        assert_error(resp)
+        assert not leaks(resp), describe(resp)
+    for resolve in ("only_valid", "all"):
+        resp = await h5get("meta", file="master.h5", path=path, resolve_links=resolve)
+        assert not leaks(resp), describe(resp)
+        if resp.code == 200:
+            assert assert_ok_json(resp)["kind"] in ("soft_link", "external_link"), describe(resp)
+        else:
+            assert_error(resp)
+
+
+async def test_paths_listing_does_not_enter_outside_file(h5get, h5links):
+    """`paths` from an external link to an outside group does not list the outside file."""
+    for resolve in ("only_valid", "all", "none"):
+        resp = await h5get(
+            "paths", file="master.h5", path="/entry/out_root_group", resolve_links=resolve
+        )
+        if resp.code == 200:
+            assert not any("secret" in p for p in assert_ok_json(resp)), describe(resp)
+        else:
+            assert_error(resp)
 
 
 @pytest.mark.parametrize("resolve", ["all", "true", "only_valid", "none"])
@@ -565,7 +637,9 @@ async def test_external_storage_not_read_from_working_directory(h5get, ext_stora
 
 
 def endpoint_query(endpoint: str) -> dict[str, str]:
-    return {} if endpoint == "" else {"file": "data.h5", "path": "/entry/data"}
+    if endpoint == "":
+        return {}
+    return {"file": "data.h5", "path": "/entry" if endpoint == "paths" else "/entry/data"}
 
 
 @pytest.mark.parametrize("endpoint", ALL_ENDPOINTS)

@@ -17,15 +17,15 @@ IMAGE_SHAPE = (48, 64)
 STACK_SHAPE = (6, 40, 50)
 
 
-def _image(shape: tuple[int, int], phase: float = 0.0) -> np.ndarray:
+def image_values(shape: tuple[int, int], phase: float = 0.0) -> np.ndarray:
     """A smooth 2D pattern with a wide value range, so a heatmap is visibly not uniform."""
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
     return np.sin(x / 5.0 + phase) * np.cos(y / 7.0) * 100.0 + x + y
 
 
-def _stack(shape: tuple[int, int, int]) -> np.ndarray:
+def stack_values(shape: tuple[int, int, int]) -> np.ndarray:
     """A uint16 image stack whose slices differ, so moving the slider changes the picture."""
-    frames = [_image(shape[1:], phase=i) * (i + 1) for i in range(shape[0])]
+    frames = [image_values(shape[1:], phase=i) * (i + 1) for i in range(shape[0])]
     data = np.stack(frames)
     return (data - data.min()).astype(np.uint16)
 
@@ -42,7 +42,7 @@ def _write_nexus(path: Path) -> None:
         data.attrs["NX_class"] = "NXdata"
         data.attrs["signal"] = "intensity"
         data.attrs["axes"] = np.array(["y", "x"], dtype=h5py.string_dtype())
-        data["intensity"] = _image(IMAGE_SHAPE)
+        data["intensity"] = image_values(IMAGE_SHAPE)
         data["intensity"].attrs["units"] = "counts"
         data["y"] = np.linspace(-1.0, 1.0, IMAGE_SHAPE[0])
         data["x"] = np.linspace(0.0, 10.0, IMAGE_SHAPE[1])
@@ -50,10 +50,10 @@ def _write_nexus(path: Path) -> None:
         entry["title"] = "browser test scan"
         # Plain datasets next to the NeXus tree: 1D (line), 2D (heatmap), compressed 3D stack.
         h5["line"] = np.sin(np.linspace(0, 6 * np.pi, LINE_LENGTH)) * np.linspace(1, 5, LINE_LENGTH)
-        h5["image"] = _image(IMAGE_SHAPE)
+        h5["image"] = image_values(IMAGE_SHAPE)
         h5.create_dataset(
             "stack",
-            data=_stack(STACK_SHAPE),
+            data=stack_values(STACK_SHAPE),
             chunks=(1, *STACK_SHAPE[1:]),
             **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE),
         )
@@ -64,7 +64,7 @@ def _write_spaced(path: Path) -> None:
     with h5py.File(path, "w") as h5:
         h5.create_dataset(
             "stack",
-            data=_stack(STACK_SHAPE),
+            data=stack_values(STACK_SHAPE),
             chunks=(1, *STACK_SHAPE[1:]),
             **hdf5plugin.Bitshuffle(cname="lz4"),
         )

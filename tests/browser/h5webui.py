@@ -5,18 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote_plus, urlsplit
 
 import numpy as np
 from PIL import Image
-from playwright.sync_api import Page, Response
+from playwright.sync_api import Page
 
 UI_TIMEOUT_MS = 30_000
 PLOT_TIMEOUT_S = 30.0
 
-# The visible H5Web app: other documents' widgets are in hidden dock tabs.
+# The visible H5Web app: other documents' widgets sit in hidden dock tabs.
 ROOT = ".h5web-root:visible"
 CANVAS = f"{ROOT} figure canvas"
 # H5Web's error boundaries render `<p class="_error_…">` or `<details class="_detailedError_…">`.
@@ -34,76 +33,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@dataclass
-class Exchange:
-    """One answered request to the HDF5 prefix."""
-
-    status: int
-    url: str
-
-    @property
-    def endpoint(self) -> str:
-        """The last path segment: meta, attr, data, paths, stats..."""
-        return urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def query(self) -> str:
-        """The decoded query string, for readable messages."""
-        return unquote_plus(urlsplit(self.url).query)
-
-
-@dataclass
-class PrefixRecorder:
-    """Records every response (and network failure) of requests under one URL prefix."""
-
-    prefix: str
-    exchanges: list[Exchange] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-    def attach(self, page: Page) -> None:
-        """Listen to `page`'s responses and failed requests."""
-        page.on("response", self._on_response)
-        page.on("requestfailed", self._on_failed)
-
-    def _on_response(self, response: Response) -> None:
-        if response.url.startswith(self.prefix):
-            self.exchanges.append(Exchange(response.status, response.url))
-
-    def _on_failed(self, request: object) -> None:
-        url = getattr(request, "url", "")
-        if url.startswith(self.prefix):
-            self.failures.append(f"{url}: {getattr(request, 'failure', None)}")
-
-    def mark(self) -> int:
-        """A position in the record, to look at what happened after it."""
-        return len(self.exchanges)
-
-    def since(self, mark: int) -> list[Exchange]:
-        """Responses recorded after `mark`."""
-        return self.exchanges[mark:]
-
-    def bad(self) -> list[str]:
-        """Every non-2xx answer and network failure so far, readable."""
-        answers = [
-            f"{x.status} {x.endpoint}?{x.query}" for x in self.exchanges if not 200 <= x.status < 300
-        ]
-        return answers + [f"network failure {f}" for f in self.failures]
-
-    def wait_for(self, predicate: object, mark: int, timeout_s: float = PLOT_TIMEOUT_S) -> Exchange:
-        """Wait until a response after `mark` satisfies `predicate(exchange)`."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for exchange in self.since(mark):
-                if predicate(exchange):  # type: ignore[operator]
-                    return exchange
-            time.sleep(0.1)
-        seen = "\n".join(f"  {x.status} {x.endpoint}?{x.query}" for x in self.since(mark))
-        raise AssertionError(f"expected request not seen within {timeout_s}s; seen:\n{seen}")
-
-
-def open_lab(page: Page, lab_url: str, token: str) -> None:
-    """Load JupyterLab with the token and wait for its file browser."""
-    page.goto(f"{lab_url}lab?token={token}", timeout=60_000)
+def open_lab(page: Page, lab_url: str, token: str, workspace: str) -> None:
+    """Load JupyterLab in a fresh workspace and wait for its file browser."""
+    page.goto(f"{lab_url}lab/workspaces/{workspace}?reset&token={token}", timeout=60_000)
     page.locator(".jp-DirListing-content").wait_for(timeout=60_000)
 
 
@@ -122,11 +54,35 @@ def select_entity(page: Page, path: str) -> None:
         parent = page.locator(f'{ROOT} [role=treeitem][data-path="/{"/".join(parts[:depth])}"]')
         if parent.get_attribute("aria-expanded", timeout=UI_TIMEOUT_MS) != "true":
             parent.click(timeout=UI_TIMEOUT_MS)
-    item = page.locator(f'{ROOT} [role=treeitem][data-path="{path}"]')
-    item.click(timeout=UI_TIMEOUT_MS)
+    page.locator(f'{ROOT} [role=treeitem][data-path="{path}"]').click(timeout=UI_TIMEOUT_MS)
     page.locator(f'{ROOT} [role=treeitem][data-path="{path}"][aria-selected="true"]').wait_for(
         timeout=UI_TIMEOUT_MS
     )
+
+
+def set_mode(page: Page, mode: str) -> None:
+    """Switch H5Web between its "Display" and "Inspect" modes."""
+    tab = page.locator(f"{ROOT} [role=tablist][aria-label='Viewer mode'] [role=tab]", has_text=mode)
+    tab.click(timeout=UI_TIMEOUT_MS)
+    page.locator(
+        f"{ROOT} [role=tablist][aria-label='Viewer mode'] [role=tab][aria-checked=true]",
+        has_text=mode,
+    ).wait_for(timeout=UI_TIMEOUT_MS)
+
+
+def wait_for_text(page: Page, *needles: str) -> str:
+    """Wait (bounded) until H5Web's main area shows every needle; return its text."""
+    area = page.locator(f"{ROOT} [data-testid=h5w-main-area]")
+    deadline = time.monotonic() + PLOT_TIMEOUT_S
+    text = ""
+    while time.monotonic() < deadline:
+        assert_no_h5web_error(page)
+        text = area.inner_text(timeout=UI_TIMEOUT_MS)
+        if all(needle in text for needle in needles):
+            return text
+        page.wait_for_timeout(250)
+    missing = [needle for needle in needles if needle not in text]
+    raise AssertionError(f"H5Web does not show {missing}; it shows:\n{text}")
 
 
 def selected_vis(page: Page) -> str:
@@ -135,8 +91,28 @@ def selected_vis(page: Page) -> str:
     return tab.inner_text(timeout=UI_TIMEOUT_MS).strip()
 
 
+def plot_title(page: Page) -> str:
+    """The title H5Web gives the plot (the figure's accessible name)."""
+    return page.locator(f"{ROOT} figure").get_attribute("aria-label", timeout=UI_TIMEOUT_MS) or ""
+
+
+def colorbar_domain(page: Page) -> tuple[float, float]:
+    """The (min, max) written at the ends of a heatmap's colour bar (autoscale: the data range)."""
+
+    def bound(which: str) -> float:
+        label = page.locator(f"{ROOT} figure [aria-label^='{which}: ']").get_attribute(
+            "aria-label", timeout=UI_TIMEOUT_MS
+        )
+        return float((label or "").split(": ", 1)[1].replace("\u2212", "-"))
+
+    return bound("Min"), bound("Max")
+
+
 def canvas_pixels(page: Page) -> np.ndarray:
-    """RGB pixels of the plot's WebGL canvas, composited on white (H5Web keeps its buffer)."""
+    """RGB pixels of the plot's WebGL canvas (H5Web preserves its drawing buffer), on white.
+
+    Only the canvas: axes and grid are SVG drawn over it, so they cannot fake a plot.
+    """
     data_url = page.locator(CANVAS).evaluate("c => c.toDataURL('image/png')", timeout=UI_TIMEOUT_MS)
     image = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGBA")
     white = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -152,15 +128,19 @@ class Ink:
 
     @classmethod
     def of(cls, pixels: np.ndarray) -> Ink:
+        """Measure `pixels` (H x W x 3); the background is the most frequent colour."""
         flat = pixels.reshape(-1, 3).astype(np.int16)
         colours, counts = np.unique(flat, axis=0, return_counts=True)
         background = colours[counts.argmax()]
         differs = np.abs(flat - background).max(axis=1) > 24
         return cls(float(differs.mean()), len(colours))
 
+    def __str__(self) -> str:
+        return f"{self.fraction:.1%} inked, {self.colours} colours"
+
 
 def wait_for_plot(page: Page, min_fraction: float, min_colours: int) -> Ink:
-    """Wait (bounded) until the canvas shows a plot; H5Web draws asynchronously after fetching."""
+    """Wait (bounded) until the canvas shows a plot: H5Web draws after its fetches resolve."""
     deadline = time.monotonic() + PLOT_TIMEOUT_S
     ink = Ink(0.0, 0)
     while time.monotonic() < deadline:
@@ -169,10 +149,10 @@ def wait_for_plot(page: Page, min_fraction: float, min_colours: int) -> Ink:
             ink = Ink.of(canvas_pixels(page))
             if ink.fraction >= min_fraction and ink.colours >= min_colours:
                 return ink
-        time.sleep(0.25)
+        page.wait_for_timeout(250)
     raise AssertionError(
         f"H5Web canvas still blank after {PLOT_TIMEOUT_S}s: {ink} "
-        f"(want fraction >= {min_fraction}, colours >= {min_colours})"
+        f"(want >= {min_fraction:.1%} inked and >= {min_colours} colours)"
     )
 
 
@@ -184,7 +164,7 @@ def wait_for_change(page: Page, before: np.ndarray) -> None:
         now = canvas_pixels(page)
         if now.shape != before.shape or np.abs(now.astype(np.int16) - before).max() > 24:
             return
-        time.sleep(0.25)
+        page.wait_for_timeout(250)
     raise AssertionError(f"H5Web canvas unchanged after {PLOT_TIMEOUT_S}s")
 
 
@@ -199,21 +179,18 @@ def assert_no_h5web_error(page: Page) -> None:
 def move_slider(page: Page, steps: int) -> int:
     """Move the first dimension slider up by `steps` with the keyboard; return its new value."""
     thumb = page.locator(f"{ROOT} [class*=_sliders_] [role=slider]").first
-    before = int(thumb.get_attribute("aria-valuenow", timeout=UI_TIMEOUT_MS) or 0)
+    target = int(thumb.get_attribute("aria-valuenow", timeout=UI_TIMEOUT_MS) or 0) + steps
     thumb.focus(timeout=UI_TIMEOUT_MS)
     for _ in range(steps):
         page.keyboard.press("ArrowUp")
-    target = str(before + steps)
-    deadline = time.monotonic() + 10.0
-    while thumb.get_attribute("aria-valuenow") != target and time.monotonic() < deadline:
-        time.sleep(0.1)
-    value = int(thumb.get_attribute("aria-valuenow") or -1)
-    assert value == before + steps, f"slider at {value}, expected {before + steps}"
-    return value
+    page.locator(f"{ROOT} [class*=_sliders_] [role=slider][aria-valuenow='{target}']").wait_for(
+        timeout=UI_TIMEOUT_MS
+    )
+    return target
 
 
 def screenshot(page: Page, folder: Path, name: str) -> Path:
-    """Save a full-page screenshot as an artifact and return its path."""
+    """Save a screenshot of the whole JupyterLab window as an artifact; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))

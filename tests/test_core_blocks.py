@@ -1,0 +1,168 @@
+"""Bounded memory: sizes before reading, block-wise reads, streaming and block-wise stats."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from jupyter_h5grove import errors
+from jupyter_h5grove.content import DatasetContent, create_content
+from jupyter_h5grove.encoders import encode, stream_encode
+from jupyter_h5grove.selection import plan_blocks, select
+from jupyter_h5grove.stats import blockwise_stats, finite_values, get_array_stats
+
+
+@pytest.fixture
+def h5(tmp_path: Path) -> h5py.File:
+    """A file with chunked datasets of several ranks and types."""
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "blocks.h5", "w") as f:
+        data = rng.normal(size=(37, 23, 5)).astype("f4")
+        data[3, 4, 1] = np.nan
+        data[10, 0, 0] = np.inf
+        f.create_dataset("f3", data=data, chunks=(4, 7, 5), compression="gzip")
+        f.create_dataset(
+            "i2", data=np.arange(-500, 1000, dtype=">i4").reshape(50, 30), chunks=(8, 8)
+        )
+        f.create_dataset("u1", data=(np.arange(4000) % 256).astype("u1"))
+        f.create_dataset("f16", data=np.linspace(-2, 3, 300).astype("f2").reshape(30, 10))
+        f.create_dataset("c", data=(np.arange(40) - 20 + 1j * np.arange(40)).astype("c16"))
+        f.create_dataset("b", data=np.arange(33) % 3 == 0)
+        f.create_dataset("s", data=np.array([b"ab", b"cd"]))
+        f.create_dataset("vs", data=["x", "yz"], dtype=h5py.string_dtype())
+        f.create_dataset("null", data=h5py.Empty("f8"))
+        f.create_dataset("scalar", data=np.float32(2.5))
+    f = h5py.File(tmp_path / "blocks.h5", "r")
+    yield f
+    f.close()
+
+
+def dataset(f: h5py.File, name: str) -> DatasetContent:
+    """DatasetContent of a path."""
+    content = create_content(f, name)
+    assert isinstance(content, DatasetContent)
+    return content
+
+
+SELECTIONS = [None, "0", "1:30:3", "-1, 2:", "5:6, 0, ::2", "3:3", ":, 22", "2:9, 1:20:4, 4"]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 100, 4096, 1 << 26])
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_blocks_concatenate_to_data(h5: h5py.File, selection: str | None, block_bytes: int) -> None:
+    """The blocks' bytes, in order, are the bytes of data(selection)."""
+    content = dataset(h5, "f3")
+    whole = np.asarray(content.data(selection))
+    blocks = list(content.iter_blocks(selection, "origin", block_bytes))
+    assert b"".join(np.ascontiguousarray(b).tobytes() for b in blocks) == whole.tobytes()
+    assert all(b.nbytes <= max(block_bytes, whole.itemsize * 5) for b in blocks[:-1])
+    info = content.selection_info(selection)
+    assert info.shape == whole.shape and info.nbytes == whole.nbytes
+
+
+def test_blocks_are_chunk_aligned() -> None:
+    """With step 1, block edges fall on chunk boundaries so each chunk is read once."""
+    sel = select("3:50", (50, 30))
+    index = list(plan_blocks(sel, 4, 8 * 30 * 4 * 2, (8, 8)))
+    starts = [i[0].start for i in index]
+    assert starts[0] == 3 and all(s % 16 == 0 for s in starts[1:])
+    assert index[-1][0].stop == 50
+
+
+@pytest.mark.parametrize("name", ["f3", "i2", "u1", "f16", "b", "c", "s", "scalar"])
+@pytest.mark.parametrize("encoding", ["bin", "npy"])
+@pytest.mark.parametrize("dtype", ["origin", "safe"])
+def test_stream_equals_encode(h5: h5py.File, name: str, encoding: str, dtype: str) -> None:
+    """stream_encode gives encode()'s bytes and headers, for any block size."""
+    content = dataset(h5, name)
+    for selection, flatten in itertools.product([None, "1:"], [False, True]):
+        if name == "scalar" and selection:
+            continue
+        try:
+            expected = encode(content.data(selection, flatten, dtype), encoding)
+        except errors.QueryArgumentError as error:
+            with pytest.raises(type(error)):
+                stream_encode(content, selection, dtype, encoding, 64, flatten=flatten)
+            continue
+        for block_bytes in (16, 1000, 1 << 26):
+            streamed = stream_encode(
+                content, selection, dtype, encoding, block_bytes, flatten=flatten
+            )
+            body = b"".join(bytes(chunk) for chunk in streamed.chunks)
+            assert body == expected.content
+            assert streamed.headers == expected.headers
+            assert streamed.length == len(body)
+
+
+def test_stream_refuses_before_reading(h5: h5py.File) -> None:
+    """Bad selection/format/dtype and object data fail when stream_encode is called."""
+    with pytest.raises(errors.SelectionError):
+        stream_encode(dataset(h5, "f3"), "0:1:0", "origin", "bin")
+    with pytest.raises(errors.QueryArgumentError):
+        stream_encode(dataset(h5, "f3"), None, "origin", "csv")
+    with pytest.raises(errors.UnsupportedEncodingError):
+        stream_encode(dataset(h5, "vs"), None, "origin", "bin")
+    with pytest.raises(errors.QueryArgumentError):
+        stream_encode(dataset(h5, "s"), None, "origin", "npy")
+    with pytest.raises(errors.QueryArgumentError):
+        stream_encode(dataset(h5, "f3"), None, "bogus", "bin")
+    streamed = stream_encode(dataset(h5, "null"), None, "origin", "bin")
+    assert streamed.length == 0 and b"".join(streamed.chunks) == b""
+
+
+@pytest.mark.parametrize("name", ["f3", "i2", "u1", "f16", "b", "c"])
+@pytest.mark.parametrize("selection", [None, "1:", "0", "::3"])
+def test_blockwise_stats_match_numpy(h5: h5py.File, name: str, selection: str | None) -> None:
+    """Stats merged over many small blocks equal one NumPy pass within tolerance."""
+    content = dataset(h5, name)
+    data = np.asarray(content.data(selection))
+    expected = get_array_stats(finite_values(data))
+    sel = select(selection, content._h5py_entity.shape)
+    for block_bytes in (8, 100, 1 << 20):
+        blocks = (content._h5py_entity[i] for i in plan_blocks(sel, data.itemsize, block_bytes))
+        result = blockwise_stats(blocks, data.dtype)
+        assert result.keys() == expected.keys()
+        for key, value in expected.items():
+            assert type(result[key]) is type(value), key
+            if isinstance(value, float):
+                # NumPy computes float16 moments in float16; ours are in float64.
+                rel = 1e-2 if data.dtype.itemsize <= 2 else 1e-5
+                assert result[key] == pytest.approx(value, rel=rel, abs=1e-6), key
+            elif name in ("f16",) or key not in ("mean", "std"):
+                assert result[key] == value, key
+            else:  # int() truncation of a float mean/std may differ by one at most
+                assert abs(result[key] - value) <= 1, key
+
+
+def test_stats_special_cases(h5: h5py.File) -> None:
+    """Empty selections and null dataspaces give None; strings refuse; scalars work."""
+    assert set(dataset(h5, "f3").data_stats("3:3").values()) == {None}
+    assert set(dataset(h5, "null").data_stats().values()) == {None}
+    assert set(dataset(h5, "s").data_stats("1:1").values()) == {None}
+    with pytest.raises(errors.NonNumericDataError):
+        dataset(h5, "vs").data_stats()
+    assert dataset(h5, "scalar").data_stats()["mean"] == 2.5
+    all_nan = blockwise_stats([np.full(3, np.nan), np.full(2, np.nan)], np.dtype("f8"))
+    assert set(all_nan.values()) == {None}
+
+
+def test_large_stats_are_bounded(tmp_path: Path) -> None:
+    """Stats of a 64 MiB dataset read it in blocks (peak traced memory well below its size)."""
+    import tracemalloc
+
+    with h5py.File(tmp_path / "big.h5", "w") as f:
+        ds = f.create_dataset("x", shape=(4096, 4096), dtype="f4", chunks=(256, 4096))
+        for i in range(0, 4096, 256):
+            ds[i : i + 256] = np.full((256, 4096), i, "f4")
+    with h5py.File(tmp_path / "big.h5", "r") as f:
+        content = dataset(f, "x")
+        tracemalloc.start()
+        stats = content.data_stats()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert stats["max"] == 3840.0 and stats["min"] == 0.0
+    assert peak < 48 * 1024 * 1024

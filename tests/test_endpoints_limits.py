@@ -1,0 +1,113 @@
+"""Big answers: bin/npy streamed block by block with a Content-Length, others refused with 413."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import error_message
+
+MiB = 1024 * 1024
+VALUES = np.arange(3 * MiB // 8, dtype=np.float64).reshape(384, 1024)
+
+
+@pytest.fixture
+def h5grove_config():
+    """Small limits so a 3 MiB dataset is 'big'."""
+    return {"H5GroveApp": {"stream_block_bytes": MiB, "max_response_bytes": 8 * MiB}}
+
+
+@pytest.fixture
+def big(write_h5):
+    """3 MiB of float64 in 4 chunks, plus a big-endian float16 copy (converted by dtype=safe)."""
+
+    def build(f):
+        f.create_dataset("x", data=VALUES, chunks=(96, 1024), compression="gzip")
+        f.create_dataset("half", data=(VALUES % 1000).astype(">f2"), chunks=(96, 1024))
+
+    return write_h5("big.h5", build)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"format": "bin"}, lambda: VALUES.tobytes()),
+        ({"format": "npy"}, lambda: npy(VALUES)),
+        ({"format": "npy", "flatten": "true"}, lambda: npy(VALUES.ravel())),
+        ({"format": "bin", "selection": "::2, 1:"}, lambda: VALUES[::2, 1:].tobytes()),
+        ({"format": "npy", "selection": "10:300, ::3"}, lambda: npy(VALUES[10:300, ::3])),
+    ],
+    ids=["bin", "npy", "npy-flat", "bin-sel", "npy-sel"],
+)
+async def test_streamed_equals_whole(api, big, params, expected) -> None:
+    """A streamed answer has the exact bytes and headers of the in-memory one."""
+    response = await api("data", file="big.h5", path="/x", **params)
+    assert response.code == 200, response.body[:200]
+    assert response.body == expected()
+    assert int(response.headers["Content-Length"]) == len(response.body)
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    if params["format"] == "npy":
+        assert response.headers["Content-Disposition"] == 'attachment; filename="data.npy"'
+
+
+async def test_streamed_with_safe_dtype(api, big) -> None:
+    """dtype=safe conversion (big-endian float16 -> little-endian float32) works per block."""
+    response = await api("data", file="big.h5", path="/half", format="bin", dtype="safe")
+    assert response.body == (VALUES % 1000).astype("<f2").astype("<f4").tobytes()
+
+
+def npy(array: np.ndarray) -> bytes:
+    """What np.save writes."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+async def test_text_over_budget_is_413(api, big, fmt: str) -> None:
+    """Text answers over max_response_bytes are refused before reading, suggesting a selection."""
+    message = error_message(await api("data", file="big.h5", path="/x", format=fmt), 413)
+    assert "selection" in message
+    small = await api("data", file="big.h5", path="/x", format=fmt, selection="0:2")
+    assert small.code == 200
+    if fmt == "json":
+        assert json.loads(small.body) == VALUES[:2].tolist()
+
+
+async def test_bad_request_still_422_when_big(api, big) -> None:
+    """An invalid format or dtype on a big dataset is a 422, not a 413."""
+    error_message(await api("data", file="big.h5", path="/x", format="xml"), 422)
+    error_message(await api("data", file="big.h5", path="/x", format="bin", dtype="no"), 422)
+    error_message(await api("data", file="big.h5", path="/x", format="bin", selection="9999"), 422)
+
+
+async def test_stats_of_big_dataset(api, big) -> None:
+    """Statistics need no budget: computed block by block."""
+    stats = json.loads((await api("stats", file="big.h5", path="/x")).body)
+    assert stats["min"] == 0.0 and stats["max"] == float(VALUES.max())
+    assert stats["mean"] == pytest.approx(float(VALUES.mean()))
+
+
+async def test_client_leaving_mid_download(api, big, http_server_client, jp_base_url, jp_serverapp):
+    """A client closing the connection mid-stream leaves the server healthy, file released."""
+    port = http_server_client.get_http_port()
+    token = jp_serverapp.identity_provider.token
+    target = f"{jp_base_url}h5grove/data?file=big.h5&path=/x&format=bin"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    headers = f"Host: 127.0.0.1:{port}\r\nAuthorization: token {token}"
+    request = f"GET {target} HTTP/1.1\r\n{headers}\r\n\r\n"
+    writer.write(request.encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    await reader.readexactly(100_000)
+    writer.close()
+    await asyncio.sleep(0.5)
+    (extension,) = jp_serverapp.extension_manager.extension_apps["jupyter_h5grove"]
+    entries = extension.service.files._entries
+    assert all(entry.users == 0 for entry in entries.values())
+    response = await api("data", file="big.h5", path="/x", format="bin")
+    assert response.body == VALUES.tobytes()

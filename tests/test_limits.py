@@ -1,0 +1,347 @@
+"""Limits: the server's memory stays bounded whatever is asked, big answers are refused (413)
+before reading or streamed in blocks with a known Content-Length, stats of any size are computed
+block by block, and Jupyter keeps answering meanwhile (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+import tifffile
+from safety_helpers import (  # noqa: F401  (fixtures are used by name)
+    MB,
+    PeakRSS,
+    assert_error,
+    assert_ok_json,
+    big_client,
+    describe,
+    extra_config,
+    h5_path,
+    h5get,
+    jp_server_config,
+    raw_http,
+    server_port,
+)
+
+HUGE_SHAPE = (24576, 32768)  # float32: 3 GiB declared, ~12 MB on disk
+HUGE_BYTES = HUGE_SHAPE[0] * HUGE_SHAPE[1] * 4
+CHUNK = (1024, 1024)
+RSS_LIMIT = 512 * MB
+REFUSAL_RSS_LIMIT = 128 * MB  # a refusal decided before reading allocates next to nothing
+STATUS_LATENCY = 1.0
+
+SMALL_BUDGET = {"H5GroveApp": {"max_response_bytes": 4096, "stream_block_bytes": 4096}}
+
+
+@pytest.fixture
+def memory_ceiling():
+    """Safety net for the test machine: cap this process's address space ~10 GB above its
+    current size, so a server that reads 3 GB into memory fails instead of being OOM-killed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    ceiling = psutil.Process().memory_info().vms + 10 * 1024**3
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def huge_expected_stats() -> dict[str, float]:
+    """Stats of the huge dataset, computed exactly (it is zeros but for two chunks)."""
+    n = HUGE_SHAPE[0] * HUGE_SHAPE[1] - 2  # NaN and +inf excluded, as h5grove does
+    block = CHUNK[0] * CHUNK[1]
+    total = 2.0 * block - 1.0 * block
+    squares = 4.0 * block + 1.0 * block
+    mean = total / n
+    return {
+        "strict_positive_min": 2.0,
+        "positive_min": 0.0,
+        "min": -1.0,
+        "max": 2.0,
+        "mean": mean,
+        "std": math.sqrt(squares / n - mean * mean),
+    }
+
+
+@pytest.fixture
+def huge(jp_root_dir: Path, memory_ceiling) -> Path:
+    """root/huge.h5:/huge, 3 GiB of float32 declared; only 3 chunks written."""
+    path = jp_root_dir / "huge.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("huge", shape=HUGE_SHAPE, dtype="f4", chunks=CHUNK, fillvalue=0)
+        d[0 : CHUNK[0], 0 : CHUNK[1]] = 2.0
+        d[CHUNK[0] : 2 * CHUNK[0], 0 : CHUNK[1]] = -1.0
+        d[5000, 5000] = np.nan
+        d[5000, 5001] = np.inf
+        f.create_dataset("frame", shape=(4096, 4096), dtype="f4", chunks=(512, 4096), fillvalue=0)
+        f["frame"][0, :4] = [1, 2, 3, 4]
+    assert path.stat().st_size < 64 * MB
+    return path
+
+
+async def watch_status(jp_fetch, task: asyncio.Future, timeout: float) -> list[float]:
+    """Poll /api/status while `task` runs; return each answer's latency (bounded loop)."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout
+    while not task.done() and time.monotonic() < deadline:
+        start = time.monotonic()
+        resp = await jp_fetch("api", "status", request_timeout=10)
+        latencies.append(time.monotonic() - start)
+        assert resp.code == 200
+        await asyncio.sleep(0.05)
+    return latencies
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"format": "json"}, id="json"),
+        pytest.param({}, id="default-format"),
+        pytest.param({"format": "json", "dtype": "safe", "flatten": "true"}, id="json-safe-flat"),
+        pytest.param({"format": "csv"}, id="csv"),
+        pytest.param({"format": "tiff"}, id="tiff"),
+        pytest.param({"format": "json", "selection": "0:20000"}, id="json-big-selection"),
+        pytest.param({"format": "csv", "selection": "::2,::2"}, id="csv-strided"),
+    ],
+)
+async def test_huge_answer_refused_before_reading(h5get, huge, params):
+    """A 3 GiB dataset asked whole in a non-streamable format: 413 that suggests a selection,
+    answered fast and without the memory growing."""
+    start = time.monotonic()
+    with PeakRSS() as rss:
+        resp = await h5get("data", file="huge.h5", path="/huge", timeout=60, **params)
+    elapsed = time.monotonic() - start
+    message = assert_error(resp, 413)
+    assert "selection" in message.lower(), message
+    assert rss.growth < REFUSAL_RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB for a refusal"
+    assert elapsed < 5, f"refusal took {elapsed:.1f}s: decided after reading?"
+
+
+async def test_default_budget_serves_a_whole_frame(
+    huge, big_client, http_server_client, jp_base_url, jp_auth_header
+):
+    """The default budget serves H5Web's ordinary request, a whole 4096x4096 float32 frame."""
+    expected = np.zeros((4096, 4096), "f4")
+    expected[0, :4] = [1, 2, 3, 4]
+    for fmt in ("bin", "npy", "tiff", "json"):
+        query = f"file=huge.h5&path=/frame&format={fmt}&dtype=safe"
+        url = http_server_client.get_url(h5_path(jp_base_url, "data", query))
+        resp = await big_client.fetch(
+            url, headers=jp_auth_header, request_timeout=120, raise_error=False
+        )
+        assert resp.code == 200, describe(resp)
+        if fmt == "bin":
+            np.testing.assert_array_equal(np.frombuffer(resp.body, "<f4"), expected.ravel())
+        elif fmt == "npy":
+            np.testing.assert_array_equal(np.load(io.BytesIO(resp.body)), expected)
+        elif fmt == "tiff":
+            np.testing.assert_array_equal(tifffile.imread(io.BytesIO(resp.body)), expected)
+        else:
+            assert json.loads(resp.body)[0][:5] == [1, 2, 3, 4, 0]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+async def test_huge_bin_streamed_in_bounded_memory(
+    huge, server_port, jp_base_url, jp_auth_header, jp_fetch
+):
+    """3 GiB as bin: 413, or streamed with the right Content-Length and bytes, RSS < 512 MB,
+    /api/status answering within 1 s meanwhile."""
+    target = h5_path(jp_base_url, "data", "file=huge.h5&path=/huge&format=bin")
+    with PeakRSS() as rss:
+        task = asyncio.ensure_future(raw_http(server_port, target, jp_auth_header, timeout=240))
+        latencies = await watch_status(jp_fetch, task, timeout=240)
+        status, headers, head = await task
+    assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
+    if status == 413:
+        assert b"selection" in head.lower()
+        return
+    assert status == 200, (status, headers, head[:200])
+    assert headers.get("content-length") == str(HUGE_BYTES), headers
+    assert headers["x-bytes-read"] == str(HUGE_BYTES), headers
+    first = np.frombuffer(head[:16], "<f4") if head else np.array([])
+    assert first.tolist() == [2.0] * 4, first  # row 0 starts in the chunk filled with 2.0
+    assert latencies and max(latencies) < STATUS_LATENCY, f"status latencies {latencies}"
+
+
+async def test_huge_npy_streamed_header_then_disconnect(
+    huge, server_port, jp_base_url, jp_auth_header, h5get
+):
+    """3 GiB as npy: 413, or a streamed answer whose Content-Length and header describe the
+    whole array; the client leaves after 32 MB and the server stays healthy and bounded."""
+    target = h5_path(jp_base_url, "data", "file=huge.h5&path=/huge&format=npy")
+    with PeakRSS() as rss:
+        status, headers, head = await raw_http(
+            server_port, target, jp_auth_header, read_body=32 * MB, timeout=120
+        )
+        await asyncio.sleep(1)  # let the server notice the disconnection
+        resp = await h5get("meta", file="huge.h5", path="/huge")
+    assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
+    assert resp.code == 200, describe(resp)
+    if status == 413:
+        return
+    assert status == 200, (status, headers, head[:200])
+    version = np.lib.format.read_magic(io.BytesIO(head))
+    fh = io.BytesIO(head)
+    np.lib.format.read_magic(fh)
+    shape, fortran, dtype = (
+        np.lib.format.read_array_header_1_0(fh)
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0(fh)
+    )
+    assert (shape, fortran, np.dtype(dtype)) == (HUGE_SHAPE, False, np.dtype("<f4"))
+    assert int(headers["content-length"]) == fh.tell() + HUGE_BYTES, headers
+
+
+# --------------------------------------------------------------------------- stats
+
+
+async def test_huge_stats_bounded_and_correct(h5get, huge, jp_fetch):
+    """stats of 3 GiB: exact values (NaN/inf excluded), RSS < 512 MB, /api/status < 1 s."""
+    with PeakRSS() as rss:
+        task = asyncio.ensure_future(h5get("stats", file="huge.h5", path="/huge", timeout=240))
+        latencies = await watch_status(jp_fetch, task, timeout=240)
+        resp = await task
+    stats = assert_ok_json(resp)
+    assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
+    expected = huge_expected_stats()
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, rel=1e-5, abs=1e-12), (key, stats, expected)
+    assert latencies and max(latencies) < STATUS_LATENCY, f"status latencies {latencies}"
+
+
+async def test_stats_selection_of_huge(h5get, huge):
+    """stats of a selection of the huge dataset covers only that selection."""
+    stats = assert_ok_json(
+        await h5get("stats", file="huge.h5", path="/huge", selection="0:2048,0:1024")
+    )
+    assert stats["min"] == -1.0 and stats["max"] == 2.0
+    assert stats["mean"] == pytest.approx(0.5)
+    assert stats["std"] == pytest.approx(1.5)
+    assert stats["strict_positive_min"] == 2.0 and stats["positive_min"] == 2.0
+
+
+# --------------------------------------------------------------------------- small budget
+
+
+@pytest.fixture
+def small(jp_root_dir: Path) -> Path:
+    """Datasets well above a 4 KiB budget, for cheap streaming and refusal checks."""
+    path = jp_root_dir / "small.h5"
+    with h5py.File(path, "w") as f:
+        f["f8"] = np.arange(10000, dtype="f8").reshape(100, 100) / 7
+        f.create_dataset("chunked", data=np.arange(30000, dtype="i4").reshape(3, 100, 100),
+                         chunks=(1, 7, 13), compression="gzip")  # fmt: skip
+        f["f2"] = (np.arange(5000, dtype="f2") / 3).reshape(50, 100)
+        f["be"] = np.arange(5000, dtype=">i8").reshape(50, 100) - 2500
+        f["vstr"] = np.array([f"s{i}" for i in range(1000)], dtype=h5py.string_dtype())
+        g = f.create_group("many")
+        for i in range(300):
+            g.attrs[f"attr_{i:04d}"] = np.arange(10)
+    return path
+
+
+BUDGET_CASES = [
+    ("/f8", None, None),
+    ("/f8", "0:100:3,1:50:7", None),
+    ("/f8", "5", None),
+    ("/chunked", None, None),
+    ("/chunked", "1,3:97,::9", None),
+    ("/chunked", ":,::-1", "skip-if-4xx"),
+    ("/f2", None, "safe"),
+    ("/be", None, "safe"),
+    ("/be", ":,10:90", None),
+]
+
+
+def expected_array(path: str, selection: str | None, dtype: str | None) -> np.ndarray:
+    arrays = {
+        "/f8": np.arange(10000, dtype="f8").reshape(100, 100) / 7,
+        "/chunked": np.arange(30000, dtype="i4").reshape(3, 100, 100),
+        "/f2": (np.arange(5000, dtype="f2") / 3).reshape(50, 100),
+        "/be": np.arange(5000, dtype=">i8").reshape(50, 100) - 2500,
+    }
+    data = arrays[path]
+    if selection:
+        index = tuple(
+            int(part) if ":" not in part else slice(*[int(x) if x else None for x in part.split(":")])
+            for part in selection.split(",")
+        )
+        data = data[index]
+    if dtype == "safe":
+        target = np.dtype("<f4") if data.dtype.kind == "f" and data.dtype.itemsize < 4 else data.dtype
+        data = data.astype(target.newbyteorder("<"))
+    return np.ascontiguousarray(data)
+
+
+@pytest.mark.parametrize("extra_config", [SMALL_BUDGET])
+@pytest.mark.parametrize(
+    "path, selection, dtype", [pytest.param(*case, id="-".join(map(str, case))) for case in BUDGET_CASES]
+)
+async def test_small_budget_bin_and_npy_streamed_exactly(h5get, small, path, selection, dtype):
+    """Above the budget, bin and npy are streamed block by block: same bytes as in memory."""
+    params = {"file": "small.h5", "path": path}
+    if selection:
+        params["selection"] = selection
+    if dtype:
+        params["dtype"] = dtype
+    binary = await h5get("data", format="bin", **params)
+    if binary.code != 200 and path == "/chunked" and selection == ":,::-1":
+        assert_error(binary)  # negative steps may be refused; then consistently
+        return
+    expected = expected_array(path, selection, dtype)
+    assert binary.code == 200, describe(binary)
+    assert binary.headers["Content-Length"] == str(expected.nbytes), binary.headers
+    meta = assert_ok_json(await h5get("meta", file="small.h5", path=path))
+    wire_dtype = expected.dtype if dtype else np.dtype(meta["type"]["dtype"])
+    np.testing.assert_array_equal(np.frombuffer(binary.body, wire_dtype), expected.ravel())
+
+    npy = await h5get("data", format="npy", **params)
+    assert npy.code == 200, describe(npy)
+    assert npy.headers["Content-Length"] == str(len(npy.body))
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy.body)), expected)
+
+
+@pytest.mark.parametrize("extra_config", [SMALL_BUDGET])
+async def test_small_budget_refusals_and_what_still_works(h5get, small):
+    """Above the budget json/csv/tiff answer 413; a small selection, stats and meta still work."""
+    for fmt in ("json", "csv", "tiff"):
+        resp = await h5get("data", file="small.h5", path="/f8", format=fmt)
+        assert "selection" in assert_error(resp, 413).lower()
+    got = assert_ok_json(await h5get("data", file="small.h5", path="/f8", selection="0:2,0:3"))
+    np.testing.assert_allclose(got, expected_array("/f8", "0:2,0:3", None))
+    stats = assert_ok_json(await h5get("stats", file="small.h5", path="/f8"))
+    assert stats["max"] == pytest.approx(9999 / 7)
+    assert_ok_json(await h5get("meta", file="small.h5", path="/f8"))
+    # variable-length strings can only be sent as JSON: over the budget they are refused too
+    assert_error(await h5get("data", file="small.h5", path="/vstr"), 413)
+    resp = await h5get("data", file="small.h5", path="/vstr", format="bin")
+    assert_error(resp, 413, 422)
+    # other answers than data (large attribute lists) must not crash either
+    for endpoint in ("attr", "meta"):
+        resp = await h5get(endpoint, file="small.h5", path="/many")
+        if resp.code != 200:
+            assert_error(resp, 413)
+
+
+async def test_repeated_refusals_do_not_accumulate_memory(h5get, huge):
+    """Twenty refused huge requests in a row: memory stays flat."""
+    with PeakRSS() as rss:
+        for i in range(20):
+            fmt = ("json", "csv", "tiff")[i % 3]
+            resp = await h5get("data", file="huge.h5", path="/huge", format=fmt)
+            assert_error(resp, 413)
+    assert rss.growth < REFUSAL_RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
