@@ -172,7 +172,8 @@ def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = 
     root = cache_dir / profile.name
     root.mkdir(parents=True, exist_ok=True)
     stamp_path = root / "stamp.json"
-    want = {"version": DATA_VERSION, "profile": asdict(profile)}
+    # through JSON, as stored (tuples become lists)
+    want = json.loads(json.dumps({"version": DATA_VERSION, "profile": asdict(profile)}))
     stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
     for name, writer in WRITERS.items():
         if stamps.get(name) == want and (root / name).exists():

@@ -66,7 +66,9 @@ def verify(ours: Client, base: Client, w: Workload) -> str:
             verdicts.add("DIFF")
         ct1, ct2 = h1.get("Content-Type", ""), h2.get("Content-Type", "")
         if ct1.split(";")[0] != ct2.split(";")[0]:
-            log(f"  ! {w.key}: Content-Type {ct1!r} (ours) vs {ct2!r} (h5grove)")
+            verdicts.add(f"Content-Type {ct1!r} (ours) vs {ct2!r} (h5grove)")
+    for note in sorted(v for v in verdicts if v.startswith("Content-Type")):
+        log(f"  ! {w.key}: {note}")
     return "DIFF" if "DIFF" in verdicts else "≈" if "≈" in verdicts else "bytes"
 
 

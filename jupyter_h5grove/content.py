@@ -56,7 +56,7 @@ from .typeinfo import (
     attributes_metadata,
     cached_type_metadata,
     convert,
-    get_filters,
+    filters_of,
     get_type_metadata,
     target_dtype,
 )
@@ -225,14 +225,18 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
 
     def metadata(self, depth: int | None = None) -> DatasetMetadata:
         """Layout, compression, shape and type, plus attributes."""
-        dataset = self._h5py_entity
-        return sorted_dict(  # type: ignore[return-value]
-            ("chunks", dataset.chunks),
-            ("filters", get_filters(dataset)),
-            ("shape", dataset.shape),
-            ("type", cached_type_metadata(dataset.id.get_type())),
-            *super().metadata().items(),
-        )
+        dataset_id = self._h5py_entity.id
+        plist = dataset_id.get_create_plist()  # Read once for both chunks and filters.
+        chunked = plist.get_layout() == h5py.h5d.CHUNKED
+        return {  # Keys in sorted order, as h5grove's sorted_dict gives them.
+            "attributes": attributes_metadata(dataset_id),
+            "chunks": plist.get_chunk() if chunked else None,
+            "filters": filters_of(plist),
+            "kind": self.kind,
+            "name": self.name,
+            "shape": dataset_id.shape,
+            "type": cached_type_metadata(dataset_id.get_type()),
+        }
 
     def _select(self, selection: Selection) -> Selected | None:
         """Checked selection, or None for a null dataspace (which accepts no selection)."""

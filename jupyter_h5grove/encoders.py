@@ -236,9 +236,10 @@ def stream_encode(
     """Encode a dataset selection as ``bin`` or ``npy`` block by block, in bounded memory.
 
     ``content`` is a DatasetContent. Everything is checked (selection, dtype, format,
-    storage guard) before this returns; the body then reads one block (<= ~block_bytes)
-    at a time. The concatenated chunks equal ``encode(content.data(selection, flatten,
-    dtype), encoding).content``; use :func:`encode` for other encodings.
+    storage guard) before this returns; the body then reads one block at a time
+    (<= block_bytes, or up to ``selection.CHUNK_STRETCH`` times more to cover whole chunks).
+    The concatenated chunks equal ``encode(content.data(selection, flatten, dtype),
+    encoding).content``; use :func:`encode` for other encodings.
     """
     if encoding not in STREAMABLE:
         raise QueryArgumentError(f"Encoding {encoding} cannot be streamed; use bin or npy")

@@ -23,6 +23,7 @@ What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` p
 
 from __future__ import annotations
 
+import glob
 import os
 import posixpath
 from collections.abc import Callable
@@ -262,27 +263,75 @@ def _open_in(file: h5py.File, where: str) -> Any:
         raise _Broken(str(error)) from None
 
 
-def check_storage(dataset: h5py.Dataset, guard: Guard) -> None:
-    """Refuse (ForbiddenError) to read a dataset whose raw data may come from outside the root."""
+MAX_STORAGE_DEPTH = 8
+"""Nesting of virtual datasets (sources that are themselves virtual) checked before refusing."""
+
+
+def check_storage(
+    dataset: h5py.Dataset, guard: Guard, _depth: int = 0, _seen: set[Any] | None = None
+) -> None:
+    """Refuse (ForbiddenError) to read a dataset whose raw data may come from outside the root.
+
+    Virtual sources that are themselves virtual datasets (or use external storage) are checked
+    recursively, opening their files through the guard.
+    """
+    seen = set() if _seen is None else _seen
+    key = (os.path.abspath(dataset.file.filename), dataset.name)
+    if key in seen:
+        return
+    seen.add(key)
+    if _depth > MAX_STORAGE_DEPTH:
+        raise ForbiddenError(f"{dataset.name} nests virtual datasets too deeply to be checked")
     folder = os.path.dirname(os.path.abspath(dataset.file.filename))
     dapl = dataset.id.get_access_plist()
     if dataset.is_virtual:
         prefix = dapl.get_virtual_prefix().decode()
         for source in dataset.virtual_sources():
-            if source.file_name == ".":
-                continue
-            for candidate in _vds_candidates(source.file_name, folder, prefix):
-                if os.path.exists(candidate) and not guard.allows(candidate):
-                    raise ForbiddenError(
-                        f"{dataset.name} is a virtual dataset with a source file outside "
-                        "the served directory"
-                    )
+            for source_file in _source_files(dataset, source.file_name, folder, prefix, guard):
+                _check_nested(source_file, source.dset_name, guard, _depth, seen)
     for name, _offset, _size in dataset.external or ():
         raw = name.decode() if isinstance(name, bytes) else name
         if not guard.allows(_efl_path(raw, folder, dapl.get_efile_prefix().decode())):
             raise ForbiddenError(
                 f"{dataset.name} stores its data in a file outside the served directory"
             )
+
+
+def _source_files(
+    dataset: h5py.Dataset, name: str, folder: str, prefix: str, guard: Guard
+) -> list[h5py.File]:
+    """Open files a VDS source may read, refusing if any candidate lies outside the root."""
+    if name == ".":
+        return [dataset.file]
+    candidates = _vds_candidates(name, folder, prefix)
+    if "%b" in name:  # printf-style block pattern: every matching file counts.
+        candidates = [m for c in candidates for m in glob.glob(glob.escape(c).replace("%b", "*"))]
+    existing = [c for c in candidates if os.path.exists(c)]
+    if not all(guard.allows(c) for c in existing):
+        raise ForbiddenError(
+            f"{dataset.name} is a virtual dataset with a source file outside the served directory"
+        )
+    files = []
+    for candidate in dict.fromkeys(existing):
+        try:
+            files.append(guard.open_file(dataset.file.filename, candidate))
+        except _BROKEN:
+            continue  # HDF5 cannot open it either: the source reads as fill values.
+    return files
+
+
+def _check_nested(
+    source_file: h5py.File, dset_name: str, guard: Guard, depth: int, seen: set[Any]
+) -> None:
+    """Check a VDS source dataset that is itself virtual or externally stored."""
+    if "%" in dset_name:
+        return  # Patterned dataset names cannot be enumerated; their files were checked.
+    try:
+        source = source_file.get(dset_name)
+    except _BROKEN:
+        return
+    if isinstance(source, h5py.Dataset) and (source.is_virtual or source.external):
+        check_storage(source, guard, depth + 1, seen)
 
 
 def _with_origin(prefix: str, folder: str) -> str:

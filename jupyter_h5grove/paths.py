@@ -17,6 +17,9 @@ MAX_NAME_BYTES = 255
 
 FILE_NOT_FOUND = "File not found"
 
+_HIDDEN_FLAGS = os.name == "nt" or hasattr(os.stat_result, "st_flags")
+"""Whether this OS can also hide files with flags (then Jupyter's full is_hidden is needed)."""
+
 
 def _prefix(directory: str) -> str:
     """Directory with exactly one trailing separator, for prefix containment checks."""
@@ -70,12 +73,19 @@ class RootPolicy:
         if not _inside(os_path, self.root, self._root_prefix):
             # Decided on the string alone: the answer never depends on what exists outside.
             raise ForbiddenError(f"{shown} is outside the root directory of the server")
-        if not self.allow_hidden() and is_hidden(os_path, self.root):
+        if not self.allow_hidden() and self._hidden(os_path):
             raise NotFoundError(f"{FILE_NOT_FOUND}: {shown}")
         if not self.allow_symlinks_outside_root:
             real = os.path.realpath(os_path)
             if not _inside(real, self._real_root, self._real_root_prefix):
                 raise ForbiddenError(f"{shown} is outside the root directory of the server")
+
+    def _hidden(self, os_path: str) -> bool:
+        """Jupyter's is_hidden (a `.name` below the root, or OS flags), cheaply on Linux."""
+        relative = os_path[len(self._root_prefix) :] if os_path != self.root else ""
+        if any(part.startswith(".") for part in relative.split(os.sep)):
+            return True
+        return _HIDDEN_FLAGS and is_hidden(os_path, self.root)
 
     def contains(self, os_path: str) -> bool:
         """Whether an OS path (e.g. an HDF5 external link target) may be served by the same rule."""

@@ -18,6 +18,9 @@ from typing import Any
 from .errors import SelectionError
 from .models import Selection
 
+CHUNK_STRETCH = 4
+"""A block may grow up to this many times ``block_bytes`` to cover whole chunks."""
+
 Index = tuple[Any, ...]
 """What h5py's ``dataset[...]`` accepts: a tuple of ints and slices."""
 
@@ -178,7 +181,10 @@ def plan_blocks(
     row_bytes = itemsize * math.prod(counts[split + 1 :])
     axis = kept[split]
     chunk = chunks[axis] if chunks else None
-    ranges = list(_ranges(sel.dims[axis], max(1, block_bytes // row_bytes), chunk))
+    rows = max(1, block_bytes // row_bytes)
+    if chunk and rows < chunk and chunk * row_bytes <= CHUNK_STRETCH * block_bytes:
+        rows = chunk  # A block short of a chunk would decompress that chunk several times.
+    ranges = list(_ranges(sel.dims[axis], rows, chunk))
     outer = kept[:split]
     for combo in itertools.product(*(range(sel.dims[a].count) for a in outer)):
         fixed = dict(zip(outer, combo, strict=True))

@@ -21,9 +21,16 @@ from .encoders import (
     orjson_encode,
     stream_encode,
 )
-from .errors import EntityKindError, InvalidFileError, QueryArgumentError, TooLargeError
+from .errors import (
+    EntityKindError,
+    ForbiddenError,
+    InvalidFileError,
+    NotFoundError,
+    QueryArgumentError,
+    TooLargeError,
+)
 from .files import FileCache
-from .guard import RootGuard
+from .guard import link_target_candidates
 from .models import LinkResolution
 from .paths import RootPolicy
 from .utils import hdf_path_join, parse_link_resolution_arg
@@ -83,12 +90,11 @@ class Limits(NamedTuple):
     stream_block_bytes: int
 
 
-class PolicyGuard(RootGuard):
-    """The core's guard with paths.py's rule; link targets are leased from the file cache."""
+class PolicyGuard:
+    """The core's Guard protocol with paths.py's rule; link targets are leased from the cache."""
 
     def __init__(self, policy: RootPolicy, files: FileCache, resources: ExitStack) -> None:
         """Leases taken through `resources` end with the request (or its stream)."""
-        super().__init__(policy.root, policy.allow_symlinks_outside_root, open_file=self._lease)
         self.policy = policy
         self.files = files
         self.resources = resources
@@ -97,9 +103,18 @@ class PolicyGuard(RootGuard):
         """Same rule as for `file`: inside the root, not hidden, maybe confined by real path."""
         return self.policy.contains(os_path)
 
-    def _lease(self, os_path: str) -> h5py.File:
-        """Open an external link's target through the cache, for this request only."""
-        return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
+    def open_file(self, from_file: str, target_file: str) -> h5py.File:
+        """Open an external link's target like HDF5 would find it, if the rule allows it."""
+        refused = False
+        for candidate in link_target_candidates(from_file, target_file):
+            if not self.allows(candidate):
+                refused = True
+            elif os.path.isfile(candidate):
+                lease = self.files.open(candidate, os.path.basename(target_file))
+                return self.resources.enter_context(lease)
+        if refused:
+            raise ForbiddenError(f"External link target {target_file!r} is outside the root")
+        raise NotFoundError(f"External link target {target_file!r} not found")
 
 
 class Service:

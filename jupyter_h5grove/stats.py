@@ -21,6 +21,9 @@ from .errors import NonNumericDataError
 from .models import Stats
 from .typeinfo import is_numeric_dtype
 
+SUB_BLOCK_BYTES = 256 * 1024
+"""Piece of a block folded at once: small enough for NumPy's passes to stay in cache."""
+
 EMPTY_STATS: Stats = {
     "strict_positive_min": None,
     "positive_min": None,
@@ -117,33 +120,73 @@ class StatsAccumulator:
         if values.size and not is_numeric_dtype(values.dtype):
             # An empty selection of any type has all-None stats, as in h5grove.
             raise NonNumericDataError(f"Statistics need numeric data, not dtype {values.dtype}")
-        values = finite_values(values)
         self._blocks += 1
         if self._blocks == 1:
             self._first = values  # One block only: computed exactly as h5grove at the end.
             return
         if self._first is not None:
-            self._fold(self._first)
+            self._fold_block(self._first)
             self._first = None
-        self._fold(values)
+        self._fold_block(values)
 
-    def _fold(self, values: np.ndarray) -> None:
-        """Merge one block's moments and extrema into the running ones."""
-        n = values.size
-        if n == 0:
+    def _fold_block(self, values: np.ndarray) -> None:
+        """Fold a block in cache-sized pieces (each NumPy pass then stays in the CPU cache)."""
+        flat = values.reshape(-1)
+        step = max(1, SUB_BLOCK_BYTES // max(1, flat.itemsize))
+        fold = self._fold_real if flat.dtype.kind in "fiu" else self._fold
+        for start in range(0, flat.size, step):
+            fold(flat[start : start + step])
+
+    def _fold_real(self, values: np.ndarray) -> None:
+        """_fold for ints and floats: branch-free NumPy passes (masked selections are slow)."""
+        low, high = np.min(values), np.max(values)
+        if values.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                return
+            low, high = np.min(values), np.max(values)
+        self._merge_moments(values)
+        self.min = _lesser(self.min, low)
+        self.max = _greater(self.max, high)
+        if high < 0:
             return
-        wide = np.complex128 if np.iscomplexobj(values) else np.float64
-        if values.dtype.itemsize > 8 and values.dtype.kind in "fc":
-            wide = values.dtype.type
-        mean = np.mean(values, dtype=wide)
-        deviations = np.subtract(values, mean, dtype=wide).ravel()
-        m2 = np.vdot(deviations, deviations).real  # One temporary, no squares array.
-        del deviations
+        if low > 0:
+            strict = positive = low
+        else:
+            # Values to exclude are lifted to the type's maximum, which cannot win the min.
+            info = np.finfo if values.dtype.kind == "f" else np.iinfo
+            top = values.dtype.type(info(values.dtype).max)
+            positive = low if low == 0 else np.min(np.maximum(values, (values < 0) * top))
+            strict = np.min(np.maximum(values, (values <= 0) * top)) if high > 0 else None
+        self.strict_positive_min = _lesser(self.strict_positive_min, strict)
+        self.positive_min = _lesser(self.positive_min, positive)
+
+    def _merge_moments(self, values: np.ndarray) -> None:
+        """Merge count, mean and M2 of finite values (Chan et al.'s parallel update)."""
+        n = values.size
+        if np.iscomplexobj(values):
+            wide: Any = np.complex128 if values.dtype.itemsize <= 16 else values.dtype.type
+        else:
+            wide = np.float64 if values.dtype.itemsize <= 8 else values.dtype.type
+        deviations = values.astype(wide)  # Casting once is much faster than ufunc dtype=.
+        mean = np.add.reduce(deviations) / n
+        deviations -= mean
+        if np.iscomplexobj(deviations):
+            deviations = np.abs(deviations)
+        deviations *= deviations
+        m2 = np.add.reduce(deviations)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2 + abs(delta) ** 2 * (self.count * n / total)
         self.count = total
+
+    def _fold(self, values: np.ndarray) -> None:
+        """Merge one piece's moments and extrema (generic: bool, complex)."""
+        values = finite_values(values)
+        if values.size == 0:
+            return
+        self._merge_moments(values)
         self.min = _lesser(self.min, np.min(values))
         self.max = _greater(self.max, np.max(values))
         self.strict_positive_min = _lesser(
@@ -154,7 +197,7 @@ class StatsAccumulator:
     def result(self) -> Stats:
         """The statistics of everything added so far."""
         if self._first is not None:
-            return get_array_stats(self._first)
+            return get_array_stats(finite_values(self._first))
         if self.count == 0:
             return dict(EMPTY_STATS)  # type: ignore[return-value]
         cast = _cast(self.dtype)

@@ -127,7 +127,11 @@ def get_filter_info(filter_info: tuple[int, int, tuple[int, ...], str]) -> dict[
 
 def get_filters(dataset: h5py.Dataset) -> list[dict[str, int | str]] | None:
     """The dataset's filter pipeline, or None when it has none."""
-    plist = dataset.id.get_create_plist()
+    return filters_of(dataset.id.get_create_plist())
+
+
+def filters_of(plist: h5py.h5p.PropDCID) -> list[dict[str, int | str]] | None:
+    """Filter pipeline of a dataset creation property list, or None when empty."""
     count = plist.get_nfilters()
     if count <= 0:
         return None

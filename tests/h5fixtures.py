@@ -19,6 +19,9 @@ import numpy as np
 EXT_TARGET_NAME = "everything_target.h5"
 """Sibling file that the everything file's external links point to."""
 
+EXT_RAW_NAME = "everything_raw.bin"
+"""Raw file holding the external-storage dataset's bytes (referenced by absolute path)."""
+
 ODD_NAMES = ["with space", "per%cent", "amp&and", "hash#tag", "ünïcødé", "日本語", "q?m=1"]
 
 INT_DTYPES = ["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]
@@ -190,6 +193,20 @@ def _write_links(f: h5py.File, loops: bool) -> None:
     links["hard_alias"] = f["ranks/rank1"]
 
 
+def _write_storage(group: h5py.Group, folder: Path) -> None:
+    """Virtual datasets (sources in the sibling file and in the same file), external storage."""
+    layout = h5py.VirtualLayout(shape=(2, 10), dtype="f8")
+    layout[0] = h5py.VirtualSource(EXT_TARGET_NAME, "data", shape=(10,))
+    layout[1, :5] = h5py.VirtualSource(".", "/ranks/rank1", shape=(20,))[:5]
+    group.create_virtual_dataset("vds", layout, fillvalue=-1)
+    missing = h5py.VirtualLayout(shape=(4,), dtype="i4")
+    missing[:] = h5py.VirtualSource("no_such_source.h5", "data", shape=(4,))
+    group.create_virtual_dataset("vds_missing_source", missing, fillvalue=7)
+    raw = folder / EXT_RAW_NAME
+    raw.write_bytes(b"\x00" * 8 + np.arange(6, dtype="<i2").tobytes())
+    group.create_dataset("external_raw", (2, 3), "<i2", external=[(str(raw), 8, 12)])
+
+
 def build_external_target(path: str | os.PathLike[str]) -> None:
     """The file the everything file's external links point to."""
     with h5py.File(path, "w") as f:
@@ -221,6 +238,8 @@ def build_everything_file(path: str | os.PathLike[str], loops: bool = True) -> P
         f["types/committed_float"] = np.dtype(">f8")
         _write_attributes(f["ranks/rank2"])
         _write_attributes(f.create_group("attributes"))
+        _write_storage(f.create_group("storage"), path.parent)
+        f["attributes"].attrs["reference"] = f["ranks/rank1"].ref
         deep = f.create_group("deep/a/b/c")
         deep["leaf"] = 1
     return path

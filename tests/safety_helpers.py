@@ -7,6 +7,7 @@ they then live at module scope and do not leak into other test modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -78,6 +79,7 @@ def h5get(http_server_client, jp_base_url, jp_auth_header):
         raw: str = "",
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
+        body: bytes | None = None,
         timeout: float = 30,
         **kwargs: Any,
     ) -> HTTPResponse:
@@ -89,6 +91,7 @@ def h5get(http_server_client, jp_base_url, jp_auth_header):
         return await http_server_client.fetch(
             url,
             method=method,
+            body=body,
             headers=all_headers,
             raise_error=False,
             request_timeout=timeout,
@@ -107,9 +110,7 @@ def server_port(http_server_client) -> int:
 @pytest.fixture
 def big_client(jp_asyncio_loop):
     """A separate HTTP client allowing many parallel connections and huge streamed bodies."""
-    client = SimpleAsyncHTTPClient(
-        force_instance=True, max_clients=256, max_body_size=8 * 1024**3
-    )
+    client = SimpleAsyncHTTPClient(force_instance=True, max_clients=256, max_body_size=8 * 1024**3)
     yield client
     client.close()
 
@@ -158,14 +159,14 @@ def assert_no_server_error(resp: HTTPResponse) -> None:
         assert_error(resp)
 
 
-def assert_stats_equal(got: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+def assert_stats_equal(got: Mapping[str, Any], want: Mapping[str, Any], rel: float = 1e-6) -> None:
     """Stats equal to the oracle's (h5grove's get_array_stats) within floating-point tolerance."""
     assert set(got) >= set(want), (got, want)
     for key, expected in want.items():
         if expected is None:
             assert got[key] is None, (key, got, want)
         else:
-            assert got[key] == pytest.approx(expected, rel=1e-6, abs=1e-9), (key, got, want)
+            assert got[key] == pytest.approx(expected, rel=rel, abs=1e-9), (key, got, want)
 
 
 # --------------------------------------------------------------------------- raw sockets
@@ -178,9 +179,11 @@ async def raw_http(
     *,
     read_body: int | None = None,
     timeout: float = 30,
+    pause: float = 0,
 ) -> tuple[int, dict[str, str], bytes]:
     """Send one GET over a raw loopback socket, read the head and at most ``read_body`` bytes
-    of the body (all of it when None, counted but discarded beyond 1 MB), then close.
+    of the body (all of it when None, counted but discarded beyond 1 MB), stay connected
+    without reading for ``pause`` seconds, then close.
 
     Returns (status, lowercased headers, first MB of body). The body length actually read is
     in headers["x-bytes-read"].
@@ -216,13 +219,13 @@ async def raw_http(
             if len(kept) < (1 << 20):
                 kept += chunk[: (1 << 20) - len(kept)]
         hdrs["x-bytes-read"] = str(n_read)
+        if pause:
+            await asyncio.sleep(pause)
         return status, hdrs, bytes(kept)
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), 5)
-        except (OSError, asyncio.TimeoutError):
-            pass
 
 
 # --------------------------------------------------------------------------- memory

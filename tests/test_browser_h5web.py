@@ -7,6 +7,7 @@ A screenshot of each view goes to test-artifacts/browser/ at the repository root
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 pytestmark = pytest.mark.browser
 
@@ -210,6 +212,12 @@ def test_nexus_file(lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
     assert _fetched(mark, recorder, "/image")
     _assert_colorbar(page, files.image_values(files.IMAGE_SHAPE))
 
+    image = files.image_values(files.IMAGE_SHAPE)
+    npy = np.load(io.BytesIO(ui.export(page, "Export to NPY")), allow_pickle=False)
+    assert npy.dtype == image.dtype and np.array_equal(npy, image)
+    tiff = tifffile.imread(io.BytesIO(ui.export(page, "Export to TIFF")))
+    assert tiff.dtype == image.dtype and np.array_equal(tiff, image)
+
     mark = recorder.mark()
     ui.select_entity(page, "/stack")
     _check_view(page, recorder, "04-stack-3d-slice-0", HEATMAP)
@@ -251,3 +259,49 @@ def test_file_in_folder_with_space(lab_page: tuple[pw.Page, PrefixRecorder]) -> 
     _assert_colorbar(page, files.stack_values(files.STACK_SHAPE)[0])
     requested = {x.params.get("file") for x in recorder.exchanges}
     assert requested == {f"{files.SPACED_FOLDER}/{files.SPACED_FILE}"}, requested
+
+
+# (path, visualization, text H5Web must show, or a Plot its canvas must satisfy)
+TYPED_VIEWS: list[tuple[str, str, str | Plot]] = [
+    ("/title", "Scalar", "hello world"),
+    ("/strings", "Matrix", "gamma"),
+    ("/compound", "Compound", "3.500e+0"),
+    ("/scalar", "Scalar", "42.5"),
+    ("/complex", "Line", LINE),
+    ("/flags", "Line", LINE),
+    ("/half", "Line", LINE),
+    ("/big", "Line", LINE),
+    ("/int8_image", "Heatmap", HEATMAP),
+]
+
+
+def test_dataset_types(lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """Strings, compounds, complex, bool, float16, uint64, int8: JSON and binary answers."""
+    page, recorder = lab_page
+    ui.open_from_file_browser(page, files.TYPES_FILE)
+    for path, vis, expect in TYPED_VIEWS:
+        ui.select_entity(page, path)
+        name = f"10-types{path.replace('/', '-')}"
+        if isinstance(expect, Plot):
+            _check_view(page, recorder, name, replace(expect, vis=vis))
+        else:
+            ui.wait_for_text(page, expect)
+            assert ui.selected_vis(page) == vis
+            ui.screenshot(page, ARTIFACTS, name)
+    _assert_colorbar(page, np.arange(48 * 64) % 200 - 100)
+    assert not recorder.bad(), recorder.bad()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="H5Web 18 reads format=bin bytes as little-endian (it sends dtype=safe only for "
+    "float16/float128); h5grove 4.0.0, jupyterlab_h5web's server and we send big-endian data "
+    "as stored, so the heatmap's values are wrong",
+)
+def test_big_endian_heatmap_values(lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """A big-endian float32 image shows its true range (known to fail: see the reason)."""
+    page, recorder = lab_page
+    ui.open_from_file_browser(page, files.TYPES_FILE)
+    ui.select_entity(page, "/big_endian_image")
+    _check_view(page, recorder, "11-known-issue-big-endian-image", replace(HEATMAP, min_colours=2))
+    _assert_colorbar(page, files.image_values(files.IMAGE_SHAPE).astype(np.float32))

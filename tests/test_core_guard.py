@@ -160,3 +160,29 @@ def test_guarded_everything_file_matches_unguarded(tmp_path: Path) -> None:
                 create_content(f, p, LinkResolution.ALL, guard=guard)
         with pytest.raises(errors.PathError):
             create_content(f, "", guard=guard)
+
+
+def _vds(f: h5py.File, name: str, source_file: str, source_dset: str) -> None:
+    """A 6-element virtual dataset mapping one source."""
+    layout = h5py.VirtualLayout(shape=(6,), dtype="f8")
+    layout[:] = h5py.VirtualSource(source_file, source_dset, shape=(6,))
+    f.create_virtual_dataset(name, layout, fillvalue=-1)
+
+
+def test_nested_virtual_sources_are_checked(tree: tuple[Path, Path]) -> None:
+    """A VDS whose (inside) source is itself a VDS reading outside is refused too."""
+    root, _master = tree
+    outside_rel = os.path.relpath(root.parent / "outside" / "source.h5", root / "sub")
+    with h5py.File(root / "sub" / "relay.h5", "w") as f:
+        _vds(f, "relay", outside_rel, "data")
+        _vds(f, "relay_ok", "source.h5", "data")
+    with h5py.File(root / "chain.h5", "w") as f:
+        _vds(f, "via_relay", "sub/relay.h5", "relay")
+        _vds(f, "via_relay_ok", "sub/relay.h5", "relay_ok")
+        _vds(f, "same_file_hop", ".", "via_relay")
+    guard = RootGuard(str(root))
+    with h5py.File(root / "chain.h5", "r", locking=False) as f:
+        for path in ("/via_relay", "/same_file_hop"):
+            with pytest.raises(errors.ForbiddenError):
+                create_content(f, path, guard=guard).data()
+        assert create_content(f, "/via_relay_ok", guard=guard).data()[0] == 100

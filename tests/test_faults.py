@@ -1,6 +1,10 @@
 """Faults: files changing between requests, files held by other processes (locks, SWMR writers),
 many concurrent requests, clients that disconnect mid-download (issue 4)."""
 
+# Fixtures imported from safety_helpers are module-local on purpose (they override
+# jp_server_config for these modules only); tests take them as arguments, hence F811.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
@@ -448,7 +452,9 @@ async def assert_healthy(h5get, jp_fetch) -> None:
     assert (await h5get("", timeout=10)).code == 200
     got = assert_ok_json(await h5get("data", file="dl.h5", path="/small", timeout=10))
     assert got == list(range(10))
-    binary = await h5get("data", file="dl.h5", path="/mid", format="bin", selection="0:2", timeout=20)
+    binary = await h5get(
+        "data", file="dl.h5", path="/mid", format="bin", selection="0:2", timeout=20
+    )
     assert binary.code == 200 and len(binary.body) == 2 * 4096 * 4, describe(binary)
     assert time.monotonic() - start < 10
 
@@ -474,12 +480,12 @@ async def test_clients_disconnecting_mid_download(
             )
             assert status in (200, 413), status
         for target in (stats, mid):  # hang up right after sending the request
-            reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+            _, writer = await asyncio.open_connection("127.0.0.1", server_port)
             auth = "".join(f"{k}: {v}\r\n" for k, v in jp_auth_header.items())
             writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
             await writer.drain()
             writer.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+        _, writer = await asyncio.open_connection("127.0.0.1", server_port)
         writer.write(f"GET {mid} HTTP/1.1\r\nHost: x\r\nAuthoriz".encode())  # half a request
         await writer.drain()
         writer.close()

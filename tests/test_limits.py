@@ -2,14 +2,18 @@
 before reading or streamed in blocks with a known Content-Length, stats of any size are computed
 block by block, and Jupyter keeps answering meanwhile (issue 4)."""
 
+# Fixtures imported from safety_helpers are module-local on purpose (they override
+# jp_server_config for these modules only); tests take them as arguments, hence F811.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
 import io
-import json
 import math
 import resource
 import time
+import zlib
 from pathlib import Path
 
 import h5py
@@ -17,11 +21,13 @@ import numpy as np
 import psutil
 import pytest
 import tifffile
+from h5grove.content import create_content as oracle_content  # oracle only
 from safety_helpers import (  # noqa: F401  (fixtures are used by name)
     MB,
     PeakRSS,
     assert_error,
     assert_ok_json,
+    assert_stats_equal,
     big_client,
     describe,
     extra_config,
@@ -148,8 +154,9 @@ async def test_default_budget_serves_a_whole_frame(
             np.testing.assert_array_equal(np.load(io.BytesIO(resp.body)), expected)
         elif fmt == "tiff":
             np.testing.assert_array_equal(tifffile.imread(io.BytesIO(resp.body)), expected)
-        else:
-            assert json.loads(resp.body)[0][:5] == [1, 2, 3, 4, 0]
+        else:  # parsing 16M numbers in Python takes seconds: check the ends and the size
+            assert resp.body.startswith(b"[[1.0,2.0,3.0,4.0,0.0,"), resp.body[:50]
+            assert resp.body.endswith(b",0.0]]") and resp.body.count(b"],[") == 4095
 
 
 # --------------------------------------------------------------------------- streaming
@@ -204,6 +211,21 @@ async def test_huge_npy_streamed_header_then_disconnect(
     )
     assert (shape, fortran, np.dtype(dtype)) == (HUGE_SHAPE, False, np.dtype("<f4"))
     assert int(headers["content-length"]) == fh.tell() + HUGE_BYTES, headers
+
+
+async def test_slow_reader_does_not_make_the_server_buffer(
+    huge, server_port, jp_base_url, jp_auth_header, h5get
+):
+    """A client that stops reading a 3 GiB bin download: the server waits for the socket
+    instead of queueing the rest of the answer in memory."""
+    target = h5_path(jp_base_url, "data", "file=huge.h5&path=/huge&format=bin")
+    with PeakRSS() as rss:
+        status, _, _ = await raw_http(
+            server_port, target, jp_auth_header, read_body=1 * MB, timeout=60, pause=4
+        )
+    assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB while the client paused"
+    assert status in (200, 413), status
+    assert (await h5get("", timeout=10)).code == 200
 
 
 # --------------------------------------------------------------------------- stats
@@ -277,19 +299,24 @@ def expected_array(path: str, selection: str | None, dtype: str | None) -> np.nd
     data = arrays[path]
     if selection:
         index = tuple(
-            int(part) if ":" not in part else slice(*[int(x) if x else None for x in part.split(":")])
+            int(part)
+            if ":" not in part
+            else slice(*[int(x) if x else None for x in part.split(":")])
             for part in selection.split(",")
         )
         data = data[index]
     if dtype == "safe":
-        target = np.dtype("<f4") if data.dtype.kind == "f" and data.dtype.itemsize < 4 else data.dtype
+        target = (
+            np.dtype("<f4") if data.dtype.kind == "f" and data.dtype.itemsize < 4 else data.dtype
+        )
         data = data.astype(target.newbyteorder("<"))
     return np.ascontiguousarray(data)
 
 
 @pytest.mark.parametrize("extra_config", [SMALL_BUDGET])
 @pytest.mark.parametrize(
-    "path, selection, dtype", [pytest.param(*case, id="-".join(map(str, case))) for case in BUDGET_CASES]
+    "path, selection, dtype",
+    [pytest.param(*case, id="-".join(map(str, case))) for case in BUDGET_CASES],
 )
 async def test_small_budget_bin_and_npy_streamed_exactly(h5get, small, path, selection, dtype):
     """Above the budget, bin and npy are streamed block by block: same bytes as in memory."""
@@ -345,3 +372,107 @@ async def test_repeated_refusals_do_not_accumulate_memory(h5get, huge):
             resp = await h5get("data", file="huge.h5", path="/huge", format=fmt)
             assert_error(resp, 413)
     assert rss.growth < REFUSAL_RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
+
+
+# --------------------------------------------------------------------------- stats, block by block
+
+
+def build_stats_file(path: Path) -> dict[str, float]:
+    """Datasets with odd chunkings and awkward values; name -> relative tolerance."""
+    rng = np.random.default_rng(4)
+    with h5py.File(path, "w") as f:
+        nan_inf = rng.normal(3, 10, (100, 37))
+        nan_inf[3, 4], nan_inf[50, 0], nan_inf[99, 36] = np.nan, np.inf, -np.inf
+        f.create_dataset("f8_nan_inf", data=nan_inf, chunks=(7, 5))
+        f.create_dataset("f4_normal", data=rng.normal(-2, 5, 50000).astype("f4"), chunks=(999,))
+        f.create_dataset(
+            "i8_3d", data=rng.integers(-(10**9), 10**9, (10, 20, 30)), chunks=(3, 7, 11)
+        )
+        f.create_dataset("u8_big", data=rng.integers(0, 10**12, 5000, dtype="u8"), chunks=(333,))
+        f.create_dataset("f8_negative", data=-rng.random((64, 64)) - 1, chunks=(10, 64))
+        f.create_dataset("f8_all_nan", data=np.full((20, 3), np.nan), chunks=(3, 3))
+        f.create_dataset("zero_size", data=np.zeros((0, 3)), chunks=(1, 3), maxshape=(None, 3))
+        f["scalar"] = np.float64(-4.25)
+        f.create_dataset("be_f8", data=nan_inf.astype(">f8"), chunks=(11, 13))
+    tolerances = {"f4_normal": 1e-5}
+    return tolerances
+
+
+STATS_CASES = [
+    ("f8_nan_inf", None),
+    ("f8_nan_inf", "1:90:4,::3"),
+    ("f8_nan_inf", "50"),
+    ("f4_normal", None),
+    ("f4_normal", "100:40000:7"),
+    ("i8_3d", None),
+    ("i8_3d", "2:9,::5,3"),
+    ("u8_big", None),
+    ("f8_negative", None),
+    ("f8_all_nan", None),
+    ("zero_size", None),
+    ("scalar", None),
+    ("be_f8", None),
+]
+
+
+@pytest.mark.parametrize(
+    "extra_config",
+    [{}, {"H5GroveApp": {"stream_block_bytes": 4096}}],
+    ids=["default-blocks", "tiny-blocks"],
+)
+async def test_stats_equal_h5grove(h5get, jp_root_dir, extra_config):
+    """Block-by-block stats equal h5grove's (NaN/inf excluded, ints cast as h5grove does)."""
+    path = jp_root_dir / "stats.h5"
+    tolerances = build_stats_file(path)
+    with h5py.File(path, "r") as f:  # closed before the server opens it (same process)
+        wants = [oracle_content(f, f"/{n}").data_stats(sel) for n, sel in STATS_CASES]
+    for (name, selection), want in zip(STATS_CASES, wants, strict=True):
+        params = {"selection": selection} if selection else {}
+        resp = await h5get("stats", file="stats.h5", path=f"/{name}", **params)
+        got = assert_ok_json(resp)
+        assert_stats_equal(got, want, rel=tolerances.get(name, 1e-6))
+
+
+# --------------------------------------------------------------------------- one huge chunk
+
+
+def gzip_of_zeros(nbytes: int, piece: int = 16 * MB) -> bytes:
+    """zlib stream of `nbytes` zero bytes, built from one compressed piece repeated (a full
+    flush makes pieces independent), so a GiB-sized chunk costs milliseconds to make."""
+    assert nbytes % piece == 0
+    zero = bytes(piece)
+    comp = zlib.compressobj(1)
+    first = comp.compress(zero) + comp.flush(zlib.Z_FULL_FLUSH)
+    again = comp.compress(zero) + comp.flush(zlib.Z_FULL_FLUSH)
+    assert first[2:] == again
+    adler = 1
+    for _ in range(nbytes // piece):
+        adler = zlib.adler32(zero, adler)
+    return first + again * (nbytes // piece - 1) + b"\x03\x00" + adler.to_bytes(4, "big")
+
+
+@pytest.fixture
+def one_big_chunk(jp_root_dir: Path, memory_ceiling) -> Path:
+    """root/bigchunk.h5:/one, 768 MiB of float32 zeros in ONE gzip chunk (~3 MB on disk)."""
+    shape = (12288, 16384)
+    path = jp_root_dir / "bigchunk.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("one", shape=shape, dtype="f4", chunks=shape, compression="gzip")
+        d.id.write_direct_chunk((0, 0), gzip_of_zeros(shape[0] * shape[1] * 4))
+    return path
+
+
+async def test_tiny_selection_of_one_huge_compressed_chunk(h5get, one_big_chunk):
+    """Reading 4 values of a dataset stored as one 768 MiB compressed chunk would decompress
+    the whole chunk: the server must serve it in bounded memory or refuse it (4xx)."""
+    with PeakRSS() as rss:
+        answers = [
+            await h5get("data", file="bigchunk.h5", path="/one", selection="0,0:4"),
+            await h5get("stats", file="bigchunk.h5", path="/one", selection="0:2,0:2"),
+        ]
+    for resp in answers:
+        if resp.code != 200:
+            assert_error(resp)
+    assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB for 4 values"
+    if answers[0].code == 200:
+        assert assert_ok_json(answers[0]) == [0.0] * 4

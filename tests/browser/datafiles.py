@@ -11,6 +11,7 @@ import numpy as np
 NEXUS_FILE = "scan.nxs"
 SPACED_FOLDER = "run 2 data"
 SPACED_FILE = "stack copy.h5"
+TYPES_FILE = "types.h5"
 
 LINE_LENGTH = 200
 IMAGE_SHAPE = (48, 64)
@@ -70,8 +71,27 @@ def _write_spaced(path: Path) -> None:
         )
 
 
+def _write_types(path: Path) -> None:
+    """Datasets H5Web fetches as JSON or with other binary dtypes than the plots above."""
+    t = np.linspace(0, 6, 50)
+    with h5py.File(path, "w") as h5:
+        h5["title"] = "hello world"  # scalar string: JSON
+        h5["strings"] = np.array(["alpha", "beta", "gamma"], dtype=h5py.string_dtype())
+        h5["compound"] = np.array(
+            [(1.5, 2), (2.5, 3), (3.5, 5)], dtype=[("x", "<f8"), ("n", "<i4")]
+        )
+        h5["complex"] = (1 + t) * np.exp(1j * t)  # JSON pairs; H5Web plots the amplitude
+        h5["flags"] = np.array([True, False, True, True, False])
+        h5["half"] = np.linspace(0, 1, 20).astype(np.float16)  # fetched with dtype=safe
+        h5["big"] = np.arange(10, dtype=np.uint64) * 2**40  # 64-bit integers
+        h5["int8_image"] = (np.arange(48 * 64).reshape(48, 64) % 200 - 100).astype(np.int8)
+        h5["big_endian_image"] = image_values(IMAGE_SHAPE).astype(">f4")
+        h5["scalar"] = 42.5
+
+
 def build_tree(root: Path) -> None:
     """Write every file of the browser test under `root`."""
     _write_nexus(root / NEXUS_FILE)
+    _write_types(root / TYPES_FILE)
     (root / SPACED_FOLDER).mkdir()
     _write_spaced(root / SPACED_FOLDER / SPACED_FILE)

@@ -189,6 +189,24 @@ def move_slider(page: Page, steps: int) -> int:
     return target
 
 
+def export(page: Page, label: str) -> bytes:
+    """Use H5Web's Export menu (e.g. "Export to NPY"); return the downloaded file's bytes."""
+    button = page.locator(f"{ROOT} button:visible", has_text="Export")
+    if not button.count():  # the toolbar overflows into the "More controls" popup
+        button = page.locator("[role=dialog]:visible button", has_text="Export")
+        if not button.count():
+            more = page.locator(f"{ROOT} button[aria-label='More controls']")
+            more.click(timeout=UI_TIMEOUT_MS)
+    button.click(timeout=UI_TIMEOUT_MS)
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as info:
+        page.locator("[role=menu]:visible button", has_text=label).click(timeout=UI_TIMEOUT_MS)
+    download = info.value
+    failure = download.failure()
+    assert failure is None, f"{label}: download of {download.url} failed: {failure}"
+    page.keyboard.press("Escape")  # close the popup menus
+    return Path(download.path()).read_bytes()
+
+
 def screenshot(page: Page, folder: Path, name: str) -> Path:
     """Save a screenshot of the whole JupyterLab window as an artifact; return its path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
+# Talk to the loopback server directly, whatever *_proxy variables the CI machine sets.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STOP_TIMEOUT = 15.0
 
 
@@ -38,7 +40,7 @@ class LabServer:
             self.url + path, headers={"Authorization": f"token {self.token}"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 return response.status, response.read(), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)
