@@ -36,14 +36,18 @@ def _args(query: str) -> tuple[str, dict[str, str]]:
 
 def ours(root: Path) -> Callable[[str], Any]:
     """One request through our Service (as the worker thread runs it), streams drained."""
+    from jupyter_h5grove.app import H5GroveApp
     from jupyter_h5grove.files import FileCache
     from jupyter_h5grove.paths import RootPolicy
     from jupyter_h5grove.service import Limits, Query, Service
 
+    # The app's defaults, by trait name: Limits' fields are named after the traits.
+    traits = H5GroveApp.class_traits()
+    limits = Limits(*(traits[name].default_value for name in Limits._fields))
     service = Service(
         RootPolicy(str(root), allow_hidden=lambda: False),
-        FileCache(32),
-        Limits(512 * 2**20, 16 * 2**20),
+        FileCache(traits["open_files_cache_size"].default_value),
+        limits,
     )
 
     def run(query: str) -> Any:

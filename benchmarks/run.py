@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data as d
 from measure import Client, PairResult, RssSampler, interleaved, load
 from profiling import PySpy, summarise
-from report import Row, machine_info, ms, table
+from report import OtherLoad, Row, machine_info, ms, table
 from servers import Server, start_h5grove, start_ours
 from workloads import Workload, heatmap_mix, workloads
 
@@ -75,6 +76,8 @@ def verify(ours: Client, base: Client, w: Workload) -> str:
 def run_workload(
     ours: Client, base: Client, w: Workload, quick: bool, profile_dir: Path | None, native: bool
 ) -> tuple[list[Row], dict]:
+    pids = {"ours": ours.server.pid, "base": base.server.pid}
+    rss_start = {side: psutil.Process(pid).memory_info().rss for side, pid in pids.items()}
     same = verify(ours, base, w)
     for _ in range(2):  # warm-up, not recorded
         ours.api(w.request(0))
@@ -84,12 +87,13 @@ def run_workload(
     around = None
     rss: dict[str, list[float]] = {"ours": [], "base": []}
     if w.key == "stats":
-        pids = {"ours": ours.server.pid, "base": base.server.pid}
 
         def around(side: str, once: Callable[[], float]) -> float:
             with RssSampler(pids[side]) as sampler:
                 elapsed = once()
-            rss[side].append(sampler.growth / 2**20)
+            # growth over the RSS before this workload's first request (verify included):
+            # memory the allocator kept from an earlier request counts too
+            rss[side].append((sampler.peak - rss_start[side]) / 2**20)
             return elapsed
 
     spy = PySpy(ours.server.pid, profile_dir / f"{w.key}.txt", native) if profile_dir else None
@@ -118,7 +122,7 @@ def run_workload(
         grow_ours, grow_base = max(rss["ours"]), max(rss["base"])
         rows.append(
             Row(
-                "stats, RSS growth (max)",
+                "stats, peak RSS growth",
                 f"{grow_ours:.0f} MB",
                 f"{grow_base:.0f} MB",
                 f"{grow_ours / max(grow_base, 1):.2f}",
@@ -158,7 +162,7 @@ def run_concurrency(
 ) -> tuple[list[Row], dict]:
     """Rounds of `clients` parallel readers, alternating servers (A B B A ...)."""
     mix = heatmap_mix(p)
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     thr: dict[str, list[float]] = {"ours": [], "base": []}
     probes: dict[str, list[float]] = {"ours": [], "base": []}
     errors = 0
@@ -247,12 +251,20 @@ def main(argv: list[str] | None = None) -> int:
         help="'h5grove' runs a second h5grove app as 'ours' (harness A/A check)",
     )
     parser.add_argument("--base-url", default="/", help="Jupyter base_url for our server")
+    parser.add_argument(
+        "--ours-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra command-line argument for our Jupyter server, repeatable "
+        "(e.g. --ours-arg=--H5GroveApp.worker_threads=2)",
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
         "--seconds",
         type=float,
         default=None,
-        help="duration of one concurrency round (default 8, quick 2)",
+        help="duration of one concurrency round (default 6, quick 2)",
     )
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument(
@@ -274,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         args.profile_ours.mkdir(parents=True, exist_ok=True)
 
     t_start = time.monotonic()
+    other_load = OtherLoad()
     rows: list[Row] = []
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="h5grove-bench-") as tmp:
@@ -281,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         servers: list[Server] = []
         try:
             if args.ours == "extension":
-                servers.append(start_ours(root, workdir, base_url=args.base_url))
+                servers.append(
+                    start_ours(root, workdir, base_url=args.base_url, extra_args=args.ours_arg)
+                )
             else:
                 servers.append(start_h5grove(root, workdir, label="ours"))
             servers.append(start_h5grove(root, workdir))
@@ -300,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             ours.close()
             base.close()
             if not only or "concurrency" in only:
-                seconds = args.seconds or (2.0 if args.quick else 8.0)
+                seconds = args.seconds or (2.0 if args.quick else 6.0)
                 r, rec = run_concurrency(
                     ours_srv,
                     base_srv,
@@ -315,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(rec)
         finally:
             for s in servers:
+                other_load.add_server(s.pid)
                 s.stop()
 
     info = machine_info()
@@ -324,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{' (QUICK: reduced data, few pairs)' if args.quick else ''}, "
         f"{time.monotonic() - t_start:.0f} s"
     )
+    info["machine sharing"] = other_load.summary()
     for k, v in info.items():
         print(f"  {k}: {v}")
     if args.ours != "extension":

@@ -66,6 +66,13 @@ class H5GroveApp(ExtensionApp):
         "which bounds the memory one download holds.",
     ).tag(config=True)
 
+    max_chunk_bytes = Int(
+        256 * MiB,
+        help="Largest compressed chunk (bytes, once decompressed) read for a request. HDF5 "
+        "inflates a whole chunk even to read one value of it, so datasets with bigger "
+        "compressed chunks are refused with 413 before anything is read.",
+    ).tag(config=True)
+
     worker_threads = Int(
         4,
         help="Threads running the HDF5 work (open, read, encode) off the event loop. h5py "
@@ -86,7 +93,7 @@ class H5GroveApp(ExtensionApp):
             raise TraitError("H5GroveApp.url_prefix must not be empty")
         return value
 
-    @validate("worker_threads", "stream_block_bytes", "max_response_bytes")
+    @validate("worker_threads", "stream_block_bytes", "max_response_bytes", "max_chunk_bytes")
     def _positive(self, proposal: dict[str, Any]) -> int:
         """Refuse sizes that would stop every request."""
         value = int(proposal["value"])
@@ -108,7 +115,7 @@ class H5GroveApp(ExtensionApp):
         self.service = Service(
             policy,
             FileCache(self.open_files_cache_size, locking=self.file_locking),
-            Limits(self.max_response_bytes, self.stream_block_bytes),
+            Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
         )
         self.log.info(
             "jupyter_h5grove | serving HDF5 files of %s at %s",

@@ -13,7 +13,9 @@ all for inputs on which h5grove raises a non-domain exception (HTTP 500):
 - ``data_stats()`` is computed block by block in bounded memory (see ``stats``) and gives
   all-None statistics for a null dataspace, NonNumericDataError for strings/compounds;
 - a read failing because an HDF5 filter is missing raises FilterUnavailableError naming the
-  filter and hdf5plugin.
+  filter and hdf5plugin;
+- children and attributes whose names are not UTF-8 are shown with replacement characters
+  (links unresolved) instead of failing the whole group (PathError in h5grove).
 Additions: the keyword-only ``guard`` of :func:`create_content` (see ``guard``), and
 :meth:`DatasetContent.selection_info` / :meth:`DatasetContent.iter_blocks` for bounded memory.
 """
@@ -21,8 +23,8 @@ Additions: the keyword-only ``guard`` of :func:`create_content` (see ``guard``),
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import h5py
@@ -50,7 +52,7 @@ from .models import (
     SoftLinkMetadata,
     Stats,
 )
-from .selection import Index, Selected, plan_blocks, select
+from .selection import Index, Selected, SelectionInfo, plan_blocks, select
 from .stats import EMPTY_STATS, blockwise_stats
 from .typeinfo import (
     attributes_metadata,
@@ -58,6 +60,7 @@ from .typeinfo import (
     convert,
     filters_of,
     get_type_metadata,
+    missing_filter_message,
     target_dtype,
 )
 from .utils import hdf_path_join, sorted_dict
@@ -182,7 +185,7 @@ class ResolvedEntityContent(EntityContent, Generic[T]):
         """Attribute values, all or those named in ``attr_keys``."""
         attrs = self._h5py_entity.attrs
         if attr_keys is None:
-            return dict(attrs.items())
+            return {_text(key): value for key, value in attrs.items()}
         missing = [key for key in attr_keys if not _has_attribute(attrs, key)]
         if missing:
             raise AttributeNotFoundError(
@@ -198,24 +201,17 @@ class ResolvedEntityContent(EntityContent, Generic[T]):
         )
 
 
+def _text(name: str | bytes) -> str:
+    """A name as text (h5py gives names that are not UTF-8 as bytes)."""
+    return name if isinstance(name, str) else name.decode("utf-8", "replace")
+
+
 def _has_attribute(attrs: h5py.AttributeManager, key: str) -> bool:
     """Whether an attribute exists; names HDF5 rejects (empty, NUL...) do not."""
     try:
         return bool(key) and key in attrs
     except (KeyError, OSError, RuntimeError, ValueError, TypeError):
         return False
-
-
-@dataclass(frozen=True)
-class SelectionInfo:
-    """What a read would return, known without reading: for budgets and Content-Length."""
-
-    shape: tuple[int, ...] | None
-    """Shape of the answer (None for a null dataspace)."""
-    dtype: np.dtype
-    """dtype of the answer, after the ``dtype`` conversion."""
-    nbytes: int
-    """In-memory size of the answer (object dtypes count their pointers only)."""
 
 
 class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
@@ -250,12 +246,16 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         self, selection: Selection = None, dtype: str | None = "origin", flatten: bool = False
     ) -> SelectionInfo:
         """Shape, dtype and byte size of ``data(selection, flatten, dtype)`` without reading it."""
-        out_dtype = target_dtype(self._h5py_entity.dtype, dtype)
+        dataset = self._h5py_entity
+        out_dtype = target_dtype(dataset.dtype, dtype)
         sel = self._select(selection)
         if sel is None:
             return SelectionInfo(None, out_dtype, 0)
         shape = (sel.size,) if flatten and sel.shape else sel.shape
-        return SelectionInfo(shape, out_dtype, sel.size * out_dtype.itemsize)
+        chunk_nbytes = 0
+        if sel.size and dataset.chunks and dataset.id.get_create_plist().get_nfilters() > 0:
+            chunk_nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+        return SelectionInfo(shape, out_dtype, sel.size * out_dtype.itemsize, chunk_nbytes)
 
     def data(
         self, selection: Selection = None, flatten: bool = False, dtype: str | None = "origin"
@@ -312,27 +312,10 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         try:
             return self._h5py_entity[index]
         except OSError as error:
-            missing = _missing_filter(self._h5py_entity, error)
+            missing = missing_filter_message(self._h5py_entity, error)
             if missing is None:
                 raise
             raise FilterUnavailableError(missing) from None
-
-
-def _missing_filter(dataset: h5py.Dataset, error: OSError) -> str | None:
-    """Message naming the filter that failed, if the read failed for want of a filter."""
-    text = str(error).lower()
-    if "filter" not in text and "plugin" not in text:
-        return None
-    plist = dataset.id.get_create_plist()
-    for i in range(plist.get_nfilters()):
-        filter_id, _flags, _values, name = plist.get_filter(i)
-        if not h5py.h5z.filter_avail(filter_id):
-            label = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-            return (
-                f"Cannot read {dataset.name}: HDF5 filter {filter_id} ({label or 'unnamed'}) "
-                "is not available; install or upgrade hdf5plugin on the server"
-            )
-    return None
 
 
 class GroupContent(ResolvedEntityContent[h5py.Group]):
@@ -350,8 +333,10 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
         """Metadata of each child, links resolved when valid (as h5grove)."""
         return [self._child(name).metadata(depth) for name in self._h5py_entity]
 
-    def _child(self, name: str) -> EntityContent:
+    def _child(self, name: str | bytes) -> EntityContent:
         """Content of a child: hard links opened from this group, no walk from the root."""
+        if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes.
+            return self._undecodable_child(name)
         path = hdf_path_join(self._path, name)
         group = self._h5py_entity
         try:
@@ -361,6 +346,23 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
         except (KeyError, OSError, RuntimeError, ValueError):
             pass  # Let create_content report it as h5grove would.
         return create_content(self._h5file, path, guard=self._guard)
+
+    def _undecodable_child(self, raw: bytes) -> EntityContent:
+        """A child whose name is not UTF-8: shown with replacement characters, links unresolved.
+
+        h5grove raises PathError for the whole group; its path cannot be asked for later.
+        """
+        path = hdf_path_join(self._path, _text(raw))
+        group = self._h5py_entity
+        links = group.id.links
+        kind = links.get_info(raw).type
+        if kind == h5py.h5l.TYPE_HARD:
+            return _wrap(path, group[raw], self._h5file, self._guard)
+        value = links.get_val(raw)
+        if kind == h5py.h5l.TYPE_SOFT:
+            return SoftLinkContent(path, h5py.SoftLink(_text(value)))
+        target_file, target_path = value
+        return ExternalLinkContent(path, h5py.ExternalLink(_text(target_file), _text(target_path)))
 
     def metadata(self, depth: int | None = 1) -> GroupMetadata:
         """Group metadata, with children's metadata when depth > 0 (recursively)."""

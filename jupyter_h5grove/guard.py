@@ -291,10 +291,13 @@ def check_storage(
                 _check_nested(source_file, source.dset_name, guard, _depth, seen)
     for name, _offset, _size in dataset.external or ():
         raw = name.decode() if isinstance(name, bytes) else name
-        if not guard.allows(_efl_path(raw, folder, dapl.get_efile_prefix().decode())):
+        path = _efl_path(raw, folder, dapl.get_efile_prefix().decode())
+        if not guard.allows(path):
             raise ForbiddenError(
                 f"{dataset.name} stores its data in a file outside the served directory"
             )
+        if os.path.exists(path) and not os.path.isfile(path):  # A FIFO would block HDF5.
+            raise ForbiddenError(f"{dataset.name} stores its data in something not a file")
 
 
 def _source_files(
@@ -311,6 +314,8 @@ def _source_files(
         raise ForbiddenError(
             f"{dataset.name} is a virtual dataset with a source file outside the served directory"
         )
+    if not all(os.path.isfile(c) for c in existing):  # A FIFO or device would block HDF5.
+        raise ForbiddenError(f"{dataset.name} is a virtual dataset with a source not a file")
     files = []
     for candidate in dict.fromkeys(existing):
         try:

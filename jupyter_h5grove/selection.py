@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import SelectionError
 from .models import Selection
 
@@ -219,3 +221,19 @@ def _ranges(dim: Dim, rows: int, chunk: int | None) -> Iterator[tuple[int, int]]
         stop = min(dim.count, first + rows)
         yield first, stop
         first = stop
+
+
+@dataclass(frozen=True)
+class SelectionInfo:
+    """What a read would return, known without reading: for budgets and Content-Length."""
+
+    shape: tuple[int, ...] | None
+    """Shape of the answer (None for a null dataspace)."""
+    dtype: np.dtype
+    """dtype of the answer, after the ``dtype`` conversion."""
+    nbytes: int
+    """In-memory size of the answer (object dtypes count their pointers only)."""
+    chunk_nbytes: int = 0
+    """Bytes HDF5 decompresses at once to read any part of the dataset: the uncompressed size
+    of one chunk of a filtered (compressed) dataset, else 0. A server refuses reads whose
+    chunk exceeds its budget: even a 4-value selection decompresses the whole chunk."""

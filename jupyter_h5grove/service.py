@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import h5py
 import numpy as np
@@ -88,6 +90,24 @@ class Limits(NamedTuple):
 
     max_response_bytes: int
     stream_block_bytes: int
+    max_chunk_bytes: int = 256 * 1024 * 1024
+
+
+def check_chunks(content: DatasetContent, limit: int) -> None:
+    """Refuse, before reading, a dataset whose compressed chunks HDF5 would inflate past `limit`.
+
+    A filtered chunk is decompressed whole even to read one value of it, so no selection helps.
+    """
+    dataset = content._h5py_entity
+    if dataset.chunks is None or dataset.id.get_create_plist().get_nfilters() == 0:
+        return
+    chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+    if chunk_bytes > limit:
+        raise TooLargeError(
+            f"{content.path} is stored in compressed chunks of {chunk_bytes} bytes, which HDF5 "
+            f"must decompress whole, over this server's limit of {limit} bytes "
+            "(H5GroveApp.max_chunk_bytes); a selection cannot help: rechunk the file"
+        )
 
 
 class PolicyGuard:
@@ -100,8 +120,15 @@ class PolicyGuard:
         self.resources = resources
 
     def allows(self, os_path: str) -> bool:
-        """Same rule as for `file`: inside the root, not hidden, maybe confined by real path."""
-        return self.policy.contains(os_path)
+        """Same rule as for `file` (inside the root, not hidden, ...), and no FIFOs or devices:
+        HDF5 opening a VDS source or raw file that is a pipe would block a worker forever."""
+        if not self.policy.contains(os_path):
+            return False
+        try:
+            mode = os.stat(os_path).st_mode
+        except OSError:
+            return True  # missing: HDF5 will not open it either
+        return stat.S_ISREG(mode)
 
     def open_file(self, from_file: str, target_file: str) -> h5py.File:
         """Open an external link's target like HDF5 would find it, if the rule allows it."""
@@ -164,6 +191,8 @@ class Service:
         if query.format not in ENCODINGS:
             raise QueryArgumentError(f"Unsupported encoding {query.format}")
         info = content.selection_info(query.selection, query.dtype, query.flatten)
+        if info.nbytes:
+            check_chunks(content, self.limits.max_chunk_bytes)
         items = info.nbytes // info.dtype.itemsize if info.dtype.itemsize else 0
         size = estimated_size(info.nbytes, items, query.format)
         if query.format in STREAMABLE and size > self.limits.stream_block_bytes:
@@ -193,6 +222,9 @@ class Service:
 
     def stats(self, content: EntityContent, query: Query) -> Reply | Stream:
         """Statistics of a dataset selection (computed block by block by the core)."""
+        is_dataset = isinstance(content, DatasetContent)
+        if is_dataset and cast(DatasetContent, content).selection_info(query.selection).nbytes:
+            check_chunks(cast(DatasetContent, content), self.limits.max_chunk_bytes)
         return _reply(encode(content.data_stats(query.selection)))
 
     def paths(self, content: EntityContent, query: Query) -> Reply | Stream:

@@ -100,7 +100,7 @@ def attributes_metadata(object_id: h5py.h5o.ObjectID) -> list[AttributeMetadata]
     described = []
     for index in range(h5py.h5a.get_num_attrs(object_id)):
         attr_id = h5py.h5a.open(object_id, index=index)
-        name = attr_id.name.decode("utf-8")
+        name = attr_id.name.decode("utf-8", "replace")
         described.append((name, attr_id))
     described.sort(key=lambda entry: entry[0])
     return [
@@ -136,6 +136,23 @@ def filters_of(plist: h5py.h5p.PropDCID) -> list[dict[str, int | str]] | None:
     if count <= 0:
         return None
     return [get_filter_info(plist.get_filter(i)) for i in range(count)]
+
+
+def missing_filter_message(dataset: h5py.Dataset, error: OSError) -> str | None:
+    """Message naming the filter that failed, if the read failed for want of a filter."""
+    text = str(error).lower()
+    if "filter" not in text and "plugin" not in text:
+        return None
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        filter_id, _flags, _values, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(filter_id):
+            label = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            return (
+                f"Cannot read {dataset.name}: HDF5 filter {filter_id} ({label or 'unnamed'}) "
+                "is not available; install or upgrade hdf5plugin on the server"
+            )
+    return None
 
 
 def is_numeric_data(data: Any) -> bool:

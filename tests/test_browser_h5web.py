@@ -261,6 +261,22 @@ def test_file_in_folder_with_space(lab_page: tuple[pw.Page, PrefixRecorder]) -> 
     assert requested == {f"{files.SPACED_FOLDER}/{files.SPACED_FILE}"}, requested
 
 
+def test_notebook_h5web_display(lab: LabServer, lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """`H5Web("scan.nxs")` in a notebook: the viewer asks with an absolute path in the root."""
+    page, recorder = lab_page
+    try:
+        ui.run_first_cell(page, files.NOTEBOOK)
+    except Exception:
+        ui.screenshot(page, ARTIFACTS, "12-notebook-FAILED")
+        raise
+    _check_view(page, recorder, "12-notebook-h5web-display", NX_HEATMAP)
+    requested = {x.params.get("file") for x in recorder.exchanges}
+    assert len(requested) == 1, requested
+    (file,) = requested
+    assert file is not None and Path(file).is_absolute(), file
+    assert Path(file).name == files.NEXUS_FILE
+
+
 # (path, visualization, text H5Web must show, or a Plot its canvas must satisfy)
 TYPED_VIEWS: list[tuple[str, str, str | Plot]] = [
     ("/title", "Scalar", "hello world"),

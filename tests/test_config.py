@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -154,6 +155,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for(lines: list[str], text: str, server: subprocess.Popen) -> None:
+    """Wait until a server log line contains `text` (the server must stay up)."""
+    deadline = time.monotonic() + 60
+    while not any(text in line for line in lines):
+        assert server.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.05)
+
+
 def get(url: str, token: str, attempts: int = 100) -> bytes:
     """GET with the token, retrying while the server is still starting to listen."""
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
@@ -190,25 +199,27 @@ def test_real_server_logs_one_line_and_serves(tmp_path: Path, prefix: str) -> No
     server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert server.stderr is not None
     lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = server.stderr.readline()
-            lines.append(line)
-            if "Use Control-C to stop this server" in line or not line:
-                break
-        assert server.poll() is None, "".join(lines)
+        wait_for(lines, "Use Control-C to stop this server", server)
         url = f"http://127.0.0.1:{port}/{prefix}/data?file=a.h5&path=/x"
         assert get(url, token) == b"[1,2,3]"
+        h5web_loaded = any(
+            "jupyterlab_h5web | extension was successfully loaded" in x for x in lines
+        )
+        expect_warning = prefix == "h5web" and h5web_loaded
+        if expect_warning:  # logged once every extension has started, after the event loop runs
+            wait_for(lines, "another server extension also serves", server)
     finally:
         server.terminate()
-        lines += server.communicate(timeout=30)[1].splitlines(keepends=True)
+        server.wait(30)
+        reader.join(30)
     ours = [line for line in lines if "jupyter_h5grove | serving" in line]
     assert len(ours) == 1, lines
     assert f"serving HDF5 files of {tmp_path} at http://127.0.0.1:{port}/{prefix}/" in ours[0]
     warnings = [line for line in lines if "another server extension also serves" in line]
-    h5web_loaded = any("jupyterlab_h5web | extension was successfully loaded" in x for x in lines)
-    assert len(warnings) == (1 if prefix == "h5web" and h5web_loaded else 0), lines
+    assert len(warnings) == (1 if expect_warning else 0), lines
 
 
 class TestJupyterHubBaseUrl:
@@ -226,3 +237,13 @@ class TestJupyterHubBaseUrl:
         assert (await api("data", file="a.h5", path="/x")).body == b"[1,2]"
         response = await jp_fetch("h5grove", "paths", params={"file": "a.h5"})
         assert response.body == b'["/","/x"]'
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run ends with the README's test command, exactly, and is executable."""
+    readme = README.read_text()
+    command = readme.split("Tests:\n\n```bash\n", 1)[1].split("\n```", 1)[0]
+    assert command.count("\n") == 0 and "pytest" in command
+    ci = README.parent / ".ci" / "run"
+    assert ci.stat().st_mode & 0o111
+    assert ci.read_text().rstrip().splitlines()[-1] == command

@@ -34,6 +34,7 @@ def h5(tmp_path: Path) -> h5py.File:
         f.create_dataset("i1", data=(np.arange(3000) % 200 - 100).astype("i1"))
         f.create_dataset("pos", data=np.linspace(0.5, 9, 3000).astype(">f8"))
         f.create_dataset("neg", data=-np.linspace(0.5, 9, 3000).astype("f4"))
+        f.create_dataset("bef", data=np.linspace(-3, 5, 3001).astype(">f8"))
         f.create_dataset("f16", data=np.linspace(-2, 3, 300).astype("f2").reshape(30, 10))
         f.create_dataset("c", data=(np.arange(40) - 20 + 1j * np.arange(40)).astype("c16"))
         f.create_dataset("b", data=np.arange(33) % 3 == 0)

@@ -186,3 +186,28 @@ def test_nested_virtual_sources_are_checked(tree: tuple[Path, Path]) -> None:
             with pytest.raises(errors.ForbiddenError):
                 create_content(f, path, guard=guard).data()
         assert create_content(f, "/via_relay_ok", guard=guard).data()[0] == 100
+
+
+def test_fifo_storage_is_refused(tmp_path: Path) -> None:
+    """VDS sources / raw files that are FIFOs are refused before HDF5 could block on them."""
+    os.mkfifo(tmp_path / "fifo_vds.h5")
+    os.mkfifo(tmp_path / "fifo_raw.bin")
+    with h5py.File(tmp_path / "pipes.h5", "w") as f:
+        _vds(f, "vds", "fifo_vds.h5", "x")
+        f.create_dataset("raw", (4,), "u1", external=[(str(tmp_path / "fifo_raw.bin"), 0, 4)])
+    guard = RootGuard(str(tmp_path))
+    with h5py.File(tmp_path / "pipes.h5", "r", locking=False) as f:
+        for path in ("/vds", "/raw"):
+            with pytest.raises(errors.ForbiddenError, match="not a file"):
+                create_content(f, path, guard=guard).data_stats()
+
+
+def test_chunk_nbytes(tmp_path: Path) -> None:
+    """selection_info tells how much one compressed chunk decompresses to."""
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("gz", (100, 100), "f4", chunks=(50, 100), compression="gzip")
+        f.create_dataset("plain", (100, 100), "f4", chunks=(50, 100))
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert create_content(f, "/gz").selection_info("0, 0:4").chunk_nbytes == 20000
+        assert create_content(f, "/gz").selection_info("0:0").chunk_nbytes == 0
+        assert create_content(f, "/plain").selection_info().chunk_nbytes == 0

@@ -200,3 +200,19 @@ def test_odd_attribute_keys(everything: h5py.File, key: str) -> None:
     """attr_keys HDF5 rejects are simply unknown attributes (422), not HDF5 errors."""
     with pytest.raises(errors.AttributeNotFoundError):
         create_content(everything, "/attributes").attributes([key])
+
+
+def test_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """Difference: h5grove's group metadata fails on a non-UTF-8 child name; ours shows it."""
+    with h5py.File(tmp_path / "n.h5", "w") as f:
+        f["ok"] = 1
+        f.id.links.create_soft(b"bad\xffname", b"/ok")
+        f.create_group(b"grp\xff").attrs.create(b"attr\xff", 1)
+    with h5py.File(tmp_path / "n.h5", "r") as f:
+        meta = create_content(f, "/").metadata(2)
+        names = sorted(child["name"] for child in meta["children"])
+        assert names == ["bad\ufffdname", "grp\ufffd", "ok"]
+        group = next(c for c in meta["children"] if c["kind"] == "group")
+        assert group["attributes"][0]["name"] == "attr\ufffd"
+        assert encode(meta).content.startswith(b"{")
+        assert encode(create_content(f, "/").metadata(2)).headers["Content-Type"]

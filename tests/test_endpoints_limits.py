@@ -111,3 +111,27 @@ async def test_client_leaving_mid_download(api, big, http_server_client, jp_base
     assert all(entry.users == 0 for entry in entries.values())
     response = await api("data", file="big.h5", path="/x", format="bin")
     assert response.body == VALUES.tobytes()
+
+
+class TestChunkLimit:
+    """Compressed chunks bigger than max_chunk_bytes are refused before reading."""
+
+    @pytest.fixture
+    def h5grove_config(self):
+        """Chunks of `x` (768 KiB, gzip) are over the limit; `half` is not compressed."""
+        return {"H5GroveApp": {"max_chunk_bytes": 64 * 1024}}
+
+    @pytest.mark.parametrize("endpoint", ["data", "stats"])
+    async def test_big_compressed_chunks_413(self, api, big, endpoint: str) -> None:
+        """Even one value: HDF5 would inflate the whole chunk."""
+        response = await api(endpoint, file="big.h5", path="/x", selection="0, 0:2")
+        assert "max_chunk_bytes" in error_message(response, 413)
+
+    async def test_uncompressed_chunks_served(self, api, big) -> None:
+        """Unfiltered chunks are read partially by HDF5: no limit applies."""
+        response = await api("data", file="big.h5", path="/half", selection="0, 0:2")
+        assert response.body == b"[0.0,1.0]"
+
+    async def test_metadata_still_served(self, api, big) -> None:
+        """Only reads are refused."""
+        assert (await api("meta", file="big.h5", path="/x")).code == 200

@@ -459,16 +459,22 @@ def one_big_chunk(jp_root_dir: Path, memory_ceiling) -> Path:
     with h5py.File(path, "w") as f:
         d = f.create_dataset("one", shape=shape, dtype="f4", chunks=shape, compression="gzip")
         d.id.write_direct_chunk((0, 0), gzip_of_zeros(shape[0] * shape[1] * 4))
+    with h5py.File(jp_root_dir / "bigchunk_vds.h5", "w") as f:  # same chunk behind a VDS
+        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+        layout[:] = h5py.VirtualSource("bigchunk.h5", "one", shape=shape)
+        f.create_virtual_dataset("one", layout, fillvalue=-1)
     return path
 
 
-async def test_tiny_selection_of_one_huge_compressed_chunk(h5get, one_big_chunk):
-    """Reading 4 values of a dataset stored as one 768 MiB compressed chunk would decompress
-    the whole chunk: the server must serve it in bounded memory or refuse it (4xx)."""
+@pytest.mark.parametrize("file", ["bigchunk.h5", "bigchunk_vds.h5"], ids=["direct", "via-vds"])
+async def test_tiny_selection_of_one_huge_compressed_chunk(h5get, one_big_chunk, file):
+    """Reading 4 values of a dataset stored as one 768 MiB compressed chunk (directly, or as
+    the source of a virtual dataset) would decompress the whole chunk: the server must serve it
+    in bounded memory or refuse it (4xx)."""
     with PeakRSS() as rss:
         answers = [
-            await h5get("data", file="bigchunk.h5", path="/one", selection="0,0:4"),
-            await h5get("stats", file="bigchunk.h5", path="/one", selection="0:2,0:2"),
+            await h5get("data", file=file, path="/one", selection="0,0:4"),
+            await h5get("stats", file=file, path="/one", selection="0:2,0:2"),
         ]
     for resp in answers:
         if resp.code != 200:

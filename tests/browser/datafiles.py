@@ -6,12 +6,14 @@ from pathlib import Path
 
 import h5py
 import hdf5plugin
+import nbformat
 import numpy as np
 
 NEXUS_FILE = "scan.nxs"
 SPACED_FOLDER = "run 2 data"
 SPACED_FILE = "stack copy.h5"
 TYPES_FILE = "types.h5"
+NOTEBOOK = "viewer.ipynb"
 
 LINE_LENGTH = 200
 IMAGE_SHAPE = (48, 64)
@@ -89,9 +91,19 @@ def _write_types(path: Path) -> None:
         h5["scalar"] = 42.5
 
 
+def _write_notebook(path: Path) -> None:
+    """A notebook showing the NeXus file with jupyterlab_h5web's H5Web display object."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    code = f"from jupyterlab_h5web import H5Web\n\nH5Web({NEXUS_FILE!r})"
+    notebook.cells.append(nbformat.v4.new_code_cell(code))
+    nbformat.write(notebook, path)
+
+
 def build_tree(root: Path) -> None:
     """Write every file of the browser test under `root`."""
     _write_nexus(root / NEXUS_FILE)
     _write_types(root / TYPES_FILE)
+    _write_notebook(root / NOTEBOOK)
     (root / SPACED_FOLDER).mkdir()
     _write_spaced(root / SPACED_FOLDER / SPACED_FILE)

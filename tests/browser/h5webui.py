@@ -47,6 +47,20 @@ def open_from_file_browser(page: Page, *names: str) -> None:
     page.locator(ROOT).wait_for(timeout=UI_TIMEOUT_MS)
 
 
+def run_first_cell(page: Page, notebook: str) -> None:
+    """Open a notebook from the file browser and run its first cell (Shift+Enter)."""
+    item = page.locator(".jp-DirListing-item", has=page.get_by_text(notebook, exact=True))
+    item.dblclick(timeout=UI_TIMEOUT_MS)
+    # A cell run before the kernel is connected is dropped: wait for the status bar's "Idle".
+    kernel = page.locator(".jp-StatusBar-Widget .jp-StatusBar-TextItem", has_text="| Idle")
+    kernel.first.wait_for(timeout=2 * UI_TIMEOUT_MS)
+    cell = page.locator(".jp-Notebook:visible .jp-CodeCell").first
+    cell.locator(".cm-content").click(timeout=UI_TIMEOUT_MS)
+    page.keyboard.press("Shift+Enter")
+    cell.locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=UI_TIMEOUT_MS)
+    cell.locator(f".jp-OutputArea-output {ROOT}").wait_for(timeout=UI_TIMEOUT_MS)
+
+
 def select_entity(page: Page, path: str) -> None:
     """Click an entity in H5Web's explorer tree, expanding its parent groups first."""
     parts = path.strip("/").split("/")
