@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import resource
@@ -116,29 +115,23 @@ class OtherLoad:
         self.t0 = time.monotonic()
         self.system0 = self._system_busy()
         self.own0 = self._own()
-        self.servers = 0.0
 
     @staticmethod
     def _system_busy() -> float:
-        t = psutil.cpu_times()
-        return float(sum(t)) - t.idle - getattr(t, "iowait", 0.0)
+        t = psutil.cpu_times()  # guest time is already inside user time on Linux
+        fields = ("user", "nice", "system", "irq", "softirq")
+        return float(sum(getattr(t, f, 0.0) for f in fields))
 
     @staticmethod
     def _own() -> float:
         me = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped load workers
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped servers and workers
         return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-    def add_server(self, pid: int) -> None:
-        """Count a server's CPU time as ours (call before stopping it)."""
-        with contextlib.suppress(psutil.Error):
-            t = psutil.Process(pid).cpu_times()
-            self.servers += t.user + t.system
 
     def summary(self) -> str:
         """Share of the machine used by other processes, and the load average."""
         wall = time.monotonic() - self.t0
-        others = (self._system_busy() - self.system0) - (self._own() - self.own0) - self.servers
+        others = (self._system_busy() - self.system0) - (self._own() - self.own0)
         share = max(0.0, others) / (wall * (os.cpu_count() or 1))
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         return f"{100 * share:.0f}% of the CPUs used by other processes; load average {load}"

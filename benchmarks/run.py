@@ -330,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(rec)
         finally:
             for s in servers:
-                other_load.add_server(s.pid)
-                s.stop()
+                s.stop()  # reaped: its CPU time now counts in RUSAGE_CHILDREN, as ours
 
     info = machine_info()
     print()

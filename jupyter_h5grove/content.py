@@ -39,7 +39,7 @@ from .errors import (
     FilterUnavailableError,
     ForbiddenError,
 )
-from .guard import Guard, check_storage, resolve_entity
+from .guard import Guard, check_storage, resolve_entity, storage_datasets
 from .models import (
     DatasetMetadata,
     DatatypeMetadata,
@@ -75,6 +75,8 @@ class EntityContent:
     """Base content: a name, a kind and a path."""
 
     kind = "other"
+    _refused: str | None = None
+    """Why a guard refused the target of this (unresolved) link, if it did."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -93,8 +95,10 @@ class EntityContent:
         """Path in the file."""
         return self._path
 
-    def _not_applicable(self, what: str) -> EntityKindError:
+    def _not_applicable(self, what: str) -> Exception:
         """The error for data/stats/attributes asked of the wrong kind of entity."""
+        if self._refused is not None:
+            return ForbiddenError(self._refused)
         return EntityKindError(
             f"Cannot get {what} of {self.path}: it is a {self.kind}, not a dataset"
         )
@@ -133,11 +137,6 @@ class ExternalLinkContent(EntityContent):
             *super().metadata().items(),
         )
 
-    def _not_applicable(self, what: str) -> EntityKindError:
-        if self._refused is not None:
-            raise ForbiddenError(self._refused)
-        return super()._not_applicable(what)
-
     @property
     def target_file(self) -> str:
         """The target file of the link."""
@@ -154,9 +153,10 @@ class SoftLinkContent(EntityContent):
 
     kind = "soft_link"
 
-    def __init__(self, path: str, link: h5py.SoftLink) -> None:
+    def __init__(self, path: str, link: h5py.SoftLink, *, refused: str | None = None) -> None:
         super().__init__(path)
         self._target_path = link.path
+        self._refused = refused
 
     def metadata(self, depth: int | None = None) -> SoftLinkMetadata:
         """Target path of the link."""
@@ -199,6 +199,13 @@ class ResolvedEntityContent(EntityContent, Generic[T]):
             ("attributes", attributes_metadata(self._h5py_entity.id)),
             *super().metadata().items(),
         )
+
+
+def _filtered_chunk_nbytes(dataset: h5py.Dataset) -> int:
+    """Uncompressed bytes of one chunk if the dataset is compressed, else 0."""
+    if not dataset.chunks or dataset.id.get_create_plist().get_nfilters() <= 0:
+        return 0
+    return math.prod(dataset.chunks) * dataset.dtype.itemsize
 
 
 def _text(name: str | bytes) -> str:
@@ -253,8 +260,11 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
             return SelectionInfo(None, out_dtype, 0)
         shape = (sel.size,) if flatten and sel.shape else sel.shape
         chunk_nbytes = 0
-        if sel.size and dataset.chunks and dataset.id.get_create_plist().get_nfilters() > 0:
-            chunk_nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+        if sel.size:
+            stored = [dataset]
+            if dataset.is_virtual and self._guard is not None:
+                stored = storage_datasets(dataset, self._guard)
+            chunk_nbytes = max(_filtered_chunk_nbytes(d) for d in stored)
         return SelectionInfo(shape, out_dtype, sel.size * out_dtype.itemsize, chunk_nbytes)
 
     def data(
@@ -417,7 +427,7 @@ def _wrap(
     if isinstance(entity, h5py.ExternalLink):
         return ExternalLinkContent(path, entity, refused=refused)
     if isinstance(entity, h5py.SoftLink):
-        return SoftLinkContent(path, entity)
+        return SoftLinkContent(path, entity, refused=refused)
     if isinstance(entity, h5py.Dataset):
         return DatasetContent(path, entity, guard=guard)
     if isinstance(entity, h5py.Group):

@@ -106,6 +106,8 @@ def csv_encode(data: np.ndarray) -> bytes:
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool = False) -> bytes:
     """The NPY header ``np.save`` writes for such an array (format 1.0, or 2.0 if needed)."""
+    if dtype.metadata and dtype.fields is None:
+        dtype = np.dtype(dtype.str)  # h5py's enum/string metadata is not saved (NumPy warns).
     fields: dict[str, Any] = {
         "descr": np.lib.format.dtype_to_descr(dtype),
         "fortran_order": fortran_order,

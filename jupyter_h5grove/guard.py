@@ -300,6 +300,38 @@ def check_storage(
             raise ForbiddenError(f"{dataset.name} stores its data in something not a file")
 
 
+def storage_datasets(dataset: h5py.Dataset, guard: Guard) -> list[h5py.Dataset]:
+    """The dataset and, if virtual, its source datasets (recursively, opened via the guard).
+
+    Raises ForbiddenError like :func:`check_storage` for sources outside the root.
+    """
+    found: list[h5py.Dataset] = []
+    pending = [(dataset, 0)]
+    seen: set[Any] = set()
+    while pending:
+        current, depth = pending.pop()
+        key = (os.path.abspath(current.file.filename), current.name)
+        if key in seen or depth > MAX_STORAGE_DEPTH:
+            continue
+        seen.add(key)
+        found.append(current)
+        if not current.is_virtual:
+            continue
+        folder = os.path.dirname(os.path.abspath(current.file.filename))
+        prefix = current.id.get_access_plist().get_virtual_prefix().decode()
+        for source in current.virtual_sources():
+            if "%" in source.dset_name:
+                continue
+            for source_file in _source_files(current, source.file_name, folder, prefix, guard):
+                try:
+                    nested = source_file.get(source.dset_name)
+                except _BROKEN:
+                    continue
+                if isinstance(nested, h5py.Dataset):
+                    pending.append((nested, depth + 1))
+    return found
+
+
 def _source_files(
     dataset: h5py.Dataset, name: str, folder: str, prefix: str, guard: Guard
 ) -> list[h5py.File]:

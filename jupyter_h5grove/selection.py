@@ -235,5 +235,6 @@ class SelectionInfo:
     """In-memory size of the answer (object dtypes count their pointers only)."""
     chunk_nbytes: int = 0
     """Bytes HDF5 decompresses at once to read any part of the dataset: the uncompressed size
-    of one chunk of a filtered (compressed) dataset, else 0. A server refuses reads whose
-    chunk exceeds its budget: even a 4-value selection decompresses the whole chunk."""
+    of one chunk of a filtered (compressed) dataset -- or, with a guard, of any source dataset
+    of a virtual one -- else 0. A server refuses reads whose chunk exceeds its budget: even a
+    4-value selection decompresses the whole chunk."""

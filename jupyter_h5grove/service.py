@@ -93,18 +93,33 @@ class Limits(NamedTuple):
     max_chunk_bytes: int = 256 * 1024 * 1024
 
 
+MAX_SOURCES_CHECKED = 16
+"""Virtual dataset sources whose chunks are checked (they usually share one layout)."""
+
+
 def check_chunks(content: DatasetContent, limit: int) -> None:
     """Refuse, before reading, a dataset whose compressed chunks HDF5 would inflate past `limit`.
 
     A filtered chunk is decompressed whole even to read one value of it, so no selection helps.
+    Virtual datasets are judged by their sources' chunks.
     """
-    dataset = content._h5py_entity
+    guard = getattr(content, "_guard", None)
+    _check_dataset(content._h5py_entity, content.path, limit, guard, depth=0)
+
+
+def _check_dataset(dataset: h5py.Dataset, shown: str, limit: int, guard: Any, depth: int) -> None:
+    """check_chunks of one dataset, following virtual sources a few levels deep."""
+    if dataset.is_virtual:
+        if isinstance(guard, PolicyGuard) and depth < 3:
+            for source in guard.virtual_sources(dataset):
+                _check_dataset(source, shown, limit, guard, depth + 1)
+        return
     if dataset.chunks is None or dataset.id.get_create_plist().get_nfilters() == 0:
         return
     chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
     if chunk_bytes > limit:
         raise TooLargeError(
-            f"{content.path} is stored in compressed chunks of {chunk_bytes} bytes, which HDF5 "
+            f"{shown} is stored in compressed chunks of {chunk_bytes} bytes, which HDF5 "
             f"must decompress whole, over this server's limit of {limit} bytes "
             "(H5GroveApp.max_chunk_bytes); a selection cannot help: rechunk the file"
         )
@@ -137,11 +152,39 @@ class PolicyGuard:
             if not self.allows(candidate):
                 refused = True
             elif os.path.isfile(candidate):
-                lease = self.files.open(candidate, os.path.basename(target_file))
-                return self.resources.enter_context(lease)
+                return self.lease(candidate)
         if refused:
             raise ForbiddenError(f"External link target {target_file!r} is outside the root")
         raise NotFoundError(f"External link target {target_file!r} not found")
+
+    def lease(self, os_path: str) -> h5py.File:
+        """An open handle of an allowed file, from the cache, for this request only."""
+        return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
+
+    def virtual_sources(self, dataset: h5py.Dataset) -> Iterator[h5py.Dataset]:
+        """Source datasets of a virtual dataset that the rule allows and that can be opened."""
+        folder = os.path.dirname(os.path.abspath(dataset.file.filename))
+        seen: set[tuple[str, str]] = set()
+        for source in dataset.virtual_sources():
+            key = (source.file_name, source.dset_name)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) > MAX_SOURCES_CHECKED:
+                return
+            try:
+                if source.file_name == ".":
+                    h5file = dataset.file
+                else:
+                    path = os.path.normpath(os.path.join(folder, source.file_name))
+                    if not self.allows(path) or not os.path.isfile(path):
+                        continue  # refused or filled in at read time
+                    h5file = self.lease(path)
+                found = h5file.get(source.dset_name)
+            except Exception:  # an unreadable source is HDF5's fill value, not our problem
+                continue
+            if isinstance(found, h5py.Dataset):
+                yield found
 
 
 class Service:

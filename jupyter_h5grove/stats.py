@@ -62,8 +62,9 @@ def get_array_stats(data: np.ndarray) -> Stats:
     if data.size == 0:
         return dict(EMPTY_STATS)  # type: ignore[return-value]
     cast = _cast(data.dtype)
-    strict = data[data > 0]
-    positive = data[data >= 0]
+    with np.errstate(invalid="ignore"):  # Complex NaN compare as False, as in h5grove.
+        strict = data[data > 0]
+        positive = data[data >= 0]
     return {
         "strict_positive_min": cast(np.min(strict)) if strict.size else None,
         "positive_min": cast(np.min(positive)) if positive.size else None,

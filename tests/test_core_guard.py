@@ -79,9 +79,9 @@ def test_links_outside_root_are_blocked(tree: tuple[Path, Path], path: str) -> N
         else:
             assert content.kind == "external_link"
             assert content.metadata()["target_path"] == "/data"
-            for call in (content.data, content.data_stats, content.attributes):
-                with pytest.raises(errors.ForbiddenError):
-                    call()
+        for call in (content.data, content.data_stats, content.attributes):
+            with pytest.raises(errors.ForbiddenError):
+                call()
         with pytest.raises(errors.ForbiddenError):
             create_content(f, path, LinkResolution.ALL, guard=guard)
         assert create_content(f, path, LinkResolution.NONE, guard=guard).kind != "dataset"
@@ -211,3 +211,17 @@ def test_chunk_nbytes(tmp_path: Path) -> None:
         assert create_content(f, "/gz").selection_info("0, 0:4").chunk_nbytes == 20000
         assert create_content(f, "/gz").selection_info("0:0").chunk_nbytes == 0
         assert create_content(f, "/plain").selection_info().chunk_nbytes == 0
+
+
+def test_chunk_nbytes_through_vds(tmp_path: Path) -> None:
+    """With a guard, a VDS reports the compressed chunk size of its sources."""
+    with h5py.File(tmp_path / "src.h5", "w") as f:
+        f.create_dataset("gz", (100, 100), "f4", chunks=(100, 100), compression="gzip")
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        layout = h5py.VirtualLayout(shape=(100, 100), dtype="f4")
+        layout[:] = h5py.VirtualSource("src.h5", "gz", shape=(100, 100))
+        f.create_virtual_dataset("v", layout)
+    with h5py.File(tmp_path / "v.h5", "r", locking=False) as f:
+        content = create_content(f, "/v", guard=RootGuard(str(tmp_path)))
+        assert content.selection_info("0, 0:4").chunk_nbytes == 40000
+        assert create_content(f, "/v").selection_info().chunk_nbytes == 0  # no guard: own only

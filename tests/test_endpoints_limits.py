@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 
+import h5py
 import numpy as np
 import pytest
 from conftest import error_message
@@ -125,6 +126,18 @@ class TestChunkLimit:
     async def test_big_compressed_chunks_413(self, api, big, endpoint: str) -> None:
         """Even one value: HDF5 would inflate the whole chunk."""
         response = await api(endpoint, file="big.h5", path="/x", selection="0, 0:2")
+        assert "max_chunk_bytes" in error_message(response, 413)
+
+    async def test_virtual_dataset_judged_by_its_source(self, api, big, write_h5) -> None:
+        """A VDS over the compressed dataset is refused the same way."""
+
+        def build(f):
+            layout = h5py.VirtualLayout(shape=VALUES.shape, dtype="f8")
+            layout[:] = h5py.VirtualSource("big.h5", "x", shape=VALUES.shape)
+            f.create_virtual_dataset("v", layout)
+
+        write_h5("vds.h5", build)
+        response = await api("data", file="vds.h5", path="/v", selection="0, 0:2")
         assert "max_chunk_bytes" in error_message(response, 413)
 
     async def test_uncompressed_chunks_served(self, api, big) -> None:
