@@ -79,9 +79,9 @@ def run_workload(
     pids = {"ours": ours.server.pid, "base": base.server.pid}
     rss_start = {side: psutil.Process(pid).memory_info().rss for side, pid in pids.items()}
     same = verify(ours, base, w)
-    for _ in range(2):  # warm-up, not recorded
-        ours.api(w.request(0))
-        base.api(w.request(0))
+    for i in range(w.warmup):  # not recorded
+        ours.api(w.request(i))
+        base.api(w.request(i))
     pairs = max(w.min_pairs if quick else 1, w.pairs // 10 if quick else w.pairs)
     budget = min(w.budget_s, 4.0) if quick else w.budget_s
     around = None
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         help="extra command-line argument for our Jupyter server, repeatable "
         "(e.g. --ours-arg=--H5GroveApp.worker_threads=2)",
     )
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8, help="concurrency clients (default 8)")
     parser.add_argument(
         "--seconds",
         type=float,

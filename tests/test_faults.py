@@ -482,11 +482,15 @@ async def test_clients_disconnecting_mid_download(
         for target in (stats, mid):  # hang up right after sending the request
             _, writer = await asyncio.open_connection("127.0.0.1", server_port)
             auth = "".join(f"{k}: {v}\r\n" for k, v in jp_auth_header.items())
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server_port}\r\n{auth}\r\n".encode()
+            )
             await writer.drain()
             writer.close()
         _, writer = await asyncio.open_connection("127.0.0.1", server_port)
-        writer.write(f"GET {mid} HTTP/1.1\r\nHost: x\r\nAuthoriz".encode())  # half a request
+        writer.write(
+            f"GET {mid} HTTP/1.1\r\nHost: 127.0.0.1:{server_port}\r\nAuthoriz".encode()
+        )  # half a request
         await writer.drain()
         writer.close()
         await asyncio.sleep(0.5)
@@ -499,3 +503,53 @@ async def test_clients_disconnecting_mid_download(
     )
     assert all(a.code == 200 for a in answers)
     assert time.monotonic() - start < 15, "workers still busy with abandoned downloads"
+
+
+@pytest.mark.parametrize(
+    "extra_config", [{"H5GroveApp": {"max_response_bytes": MB, "stream_block_bytes": MB}}]
+)
+@pytest.mark.parametrize("change", ["truncate", "replace", "delete"])
+async def test_file_changed_during_a_streamed_download(
+    h5get, jp_fetch, jp_root_dir, server_port, jp_base_url, jp_auth_header, change
+):
+    """A file truncated, replaced or deleted while its 64 MB answer is being streamed: the
+    download completes or is cut short (never hangs), and the server then serves the file as
+    it is now."""
+    path = jp_root_dir / "moving.h5"
+    with h5py.File(path, "w") as f:
+        data = np.tile(np.arange(4096, dtype="f4"), (4096, 1))
+        f.create_dataset("d", data=data, chunks=(64, 4096), compression="gzip")
+    target = h5_path(jp_base_url, "data", "file=moving.h5&path=/d&format=bin")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server_port)
+    try:
+        auth = "".join(f"{k}: {v}\r\n" for k, v in jp_auth_header.items())
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{server_port}\r\n{auth}\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        await asyncio.wait_for(reader.readexactly(MB), 30)
+        if change == "truncate":
+            with open(path, "r+b") as fh:
+                fh.truncate(4096)
+        elif change == "replace":
+            replace(path, d=np.arange(3.0))
+        else:
+            path.unlink()
+        received = MB
+        while received < 4096 * 4096 * 4:  # bounded: stops at EOF or after 30 s of silence
+            chunk = await asyncio.wait_for(reader.read(4 * MB), 30)
+            if not chunk:
+                break
+            received += len(chunk)
+    finally:
+        writer.close()
+    if change != "delete":
+        tick()
+        if change == "truncate":
+            replace(path, d=np.arange(3.0))
+        assert assert_ok_json(await h5get("data", file="moving.h5", path="/d")) == [0.0, 1.0, 2.0]
+    else:
+        assert_error(await h5get("data", file="moving.h5", path="/d"), 404)
+    assert (await jp_fetch("api", "status", request_timeout=10)).code == 200

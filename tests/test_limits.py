@@ -273,7 +273,22 @@ def small(jp_root_dir: Path) -> Path:
         g = f.create_group("many")
         for i in range(300):
             g.attrs[f"attr_{i:04d}"] = np.arange(10)
+        f["cmp"] = COMPOUND
+    for i in range(3):  # three source files behind one virtual dataset
+        with h5py.File(jp_root_dir / f"part{i}.h5", "w") as f:
+            f.create_dataset("p", data=VDS_DATA[i * 100 : (i + 1) * 100], chunks=(9, 11))
+    with h5py.File(jp_root_dir / "small.h5", "a") as f:
+        layout = h5py.VirtualLayout(shape=VDS_DATA.shape, dtype="i4")
+        for i in range(3):
+            layout[i * 100 : (i + 1) * 100] = h5py.VirtualSource(f"part{i}.h5", "p", (100, 100))
+        f.create_virtual_dataset("vds", layout, fillvalue=-1)
     return path
+
+
+COMPOUND = np.array(
+    [(i, i / 3, i % 7) for i in range(1000)], dtype=[("a", "<i4"), ("b", "<f8"), ("c", "u1")]
+)
+VDS_DATA = np.arange(30000, dtype="i4").reshape(300, 100) * 3
 
 
 BUDGET_CASES = [
@@ -286,6 +301,8 @@ BUDGET_CASES = [
     ("/f2", None, "safe"),
     ("/be", None, "safe"),
     ("/be", ":,10:90", None),
+    ("/vds", None, None),
+    ("/vds", "95:205:2,::3", None),
 ]
 
 
@@ -295,6 +312,7 @@ def expected_array(path: str, selection: str | None, dtype: str | None) -> np.nd
         "/chunked": np.arange(30000, dtype="i4").reshape(3, 100, 100),
         "/f2": (np.arange(5000, dtype="f2") / 3).reshape(50, 100),
         "/be": np.arange(5000, dtype=">i8").reshape(50, 100) - 2500,
+        "/vds": VDS_DATA,
     }
     data = arrays[path]
     if selection:
@@ -340,6 +358,22 @@ async def test_small_budget_bin_and_npy_streamed_exactly(h5get, small, path, sel
     assert npy.code == 200, describe(npy)
     assert npy.headers["Content-Length"] == str(len(npy.body))
     np.testing.assert_array_equal(np.load(io.BytesIO(npy.body)), expected)
+
+
+@pytest.mark.parametrize("extra_config", [SMALL_BUDGET])
+async def test_small_budget_streams_flattened_and_compound(h5get, small):
+    """Streamed npy of a flattened 3D selection has the flat shape; streamed bin of a numeric
+    compound dataset gives the packed records (h5grove's bytes), or a clean refusal."""
+    npy = await h5get("data", file="small.h5", path="/chunked", format="npy", flatten="true")
+    assert npy.code == 200, describe(npy)
+    flat = np.load(io.BytesIO(npy.body))
+    np.testing.assert_array_equal(flat, np.arange(30000, dtype="i4"))
+    binary = await h5get("data", file="small.h5", path="/cmp", format="bin")
+    if binary.code == 200:
+        assert binary.body == COMPOUND.tobytes()
+        assert binary.headers["Content-Length"] == str(COMPOUND.nbytes)
+    else:
+        assert_error(binary)
 
 
 @pytest.mark.parametrize("extra_config", [SMALL_BUDGET])
@@ -402,6 +436,7 @@ STATS_CASES = [
     ("f8_nan_inf", None),
     ("f8_nan_inf", "1:90:4,::3"),
     ("f8_nan_inf", "50"),
+    ("f8_nan_inf", "5:5"),
     ("f4_normal", None),
     ("f4_normal", "100:40000:7"),
     ("i8_3d", None),
@@ -463,10 +498,18 @@ def one_big_chunk(jp_root_dir: Path, memory_ceiling) -> Path:
         layout = h5py.VirtualLayout(shape=shape, dtype="f4")
         layout[:] = h5py.VirtualSource("bigchunk.h5", "one", shape=shape)
         f.create_virtual_dataset("one", layout, fillvalue=-1)
+    with h5py.File(jp_root_dir / "bigchunk_vds2.h5", "w") as f:  # a VDS of that VDS
+        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+        layout[:] = h5py.VirtualSource("bigchunk_vds.h5", "one", shape=shape)
+        f.create_virtual_dataset("one", layout, fillvalue=-1)
     return path
 
 
-@pytest.mark.parametrize("file", ["bigchunk.h5", "bigchunk_vds.h5"], ids=["direct", "via-vds"])
+@pytest.mark.parametrize(
+    "file",
+    ["bigchunk.h5", "bigchunk_vds.h5", "bigchunk_vds2.h5"],
+    ids=["direct", "via-vds", "via-vds-of-vds"],
+)
 async def test_tiny_selection_of_one_huge_compressed_chunk(h5get, one_big_chunk, file):
     """Reading 4 values of a dataset stored as one 768 MiB compressed chunk (directly, or as
     the source of a virtual dataset) would decompress the whole chunk: the server must serve it
