@@ -62,8 +62,9 @@ class H5GroveApp(ExtensionApp):
 
     stream_block_bytes = Int(
         16 * MiB,
-        help="Size of the blocks in which bin/npy answers larger than this are read and sent, "
-        "which bounds the memory one download holds.",
+        help="Size of the blocks in which bin/npy answers larger than this (or than "
+        "max_response_bytes, if smaller) are read and sent, which bounds the memory one "
+        "download holds.",
     ).tag(config=True)
 
     max_chunk_bytes = Int(
@@ -80,9 +81,10 @@ class H5GroveApp(ExtensionApp):
     ).tag(config=True)
 
     open_files_cache_size = Int(
-        32,
+        256,
         help="Open HDF5 files kept for reuse across requests (checked against the file's "
-        "identity, size and modification time before every reuse); 0 disables reuse.",
+        "identity, size and modification time before every reuse); 0 disables reuse. Each "
+        "costs a file descriptor and HDF5's small metadata cache.",
     ).tag(config=True)
 
     @validate("url_prefix")
@@ -114,7 +116,11 @@ class H5GroveApp(ExtensionApp):
         self.executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="h5grove")
         self.service = Service(
             policy,
-            FileCache(self.open_files_cache_size, locking=self.file_locking),
+            FileCache(
+                self.open_files_cache_size,
+                locking=self.file_locking,
+                background=self.executor.submit,
+            ),
             Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
         )
         self.log.info(

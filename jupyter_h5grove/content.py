@@ -52,8 +52,16 @@ from .models import (
     SoftLinkMetadata,
     Stats,
 )
-from .selection import Index, Selected, SelectionInfo, plan_blocks, select
-from .stats import EMPTY_STATS, blockwise_stats
+from .selection import (
+    Index,
+    Selected,
+    SelectionInfo,
+    index_shape,
+    plan_blocks,
+    plan_chunk_blocks,
+    select,
+)
+from .stats import EMPTY_STATS, StatsAccumulator, blockwise_stats
 from .typeinfo import (
     attributes_metadata,
     cached_type_metadata,
@@ -69,6 +77,8 @@ DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 """Upper bound of one block read by :meth:`DatasetContent.iter_blocks` (bytes)."""
 STATS_BLOCK_BYTES = 8 * 1024 * 1024
 """Block size for statistics: small, since NumPy makes a few temporaries per block."""
+STATS_GROUP_BYTES = 1024 * 1024
+"""Chunks are read for statistics in groups of about this size (each chunk read whole)."""
 
 
 class EntityContent:
@@ -284,19 +294,37 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         selection: Selection = None,
         dtype: str | None = "origin",
         block_bytes: int = DEFAULT_BLOCK_BYTES,
+        *,
+        reuse_buffer: bool = False,
     ) -> Iterator[np.ndarray]:
         """Read the selection as consecutive C-ordered blocks of at most ~block_bytes each.
 
         Concatenating the blocks' bytes gives ``data(selection, dtype=dtype).tobytes()``.
+        Blocks are row bands aligned on the chunks (see ``plan_blocks``). With
+        ``reuse_buffer``, numeric blocks are read into one buffer allocated once: each block is
+        then valid only until the next one is asked for (send or copy it first).
         """
         sel = self._select(selection)
-        out_dtype = target_dtype(self._h5py_entity.dtype, dtype)
+        dataset = self._h5py_entity
+        out_dtype = target_dtype(dataset.dtype, dtype)
         self._check_storage()
         if sel is None:
             return
-        itemsize = max(self._h5py_entity.dtype.itemsize, out_dtype.itemsize)
-        for index in plan_blocks(sel, itemsize, block_bytes, self._h5py_entity.chunks):
-            block = np.asarray(self._read(index))
+        itemsize = max(dataset.dtype.itemsize, out_dtype.itemsize)
+        indexes = plan_blocks(sel, itemsize, block_bytes, dataset.chunks)
+        if dataset.dtype.kind not in "iuf" or not sel.shape:
+            for index in indexes:
+                yield convert(np.asarray(self._read(index)), dtype)
+            return
+        buffer = np.empty(0, dataset.dtype)
+        for index in indexes:
+            shape = index_shape(index, dataset.shape)
+            size = math.prod(shape)
+            if not reuse_buffer or buffer.size < size:
+                buffer = np.empty(size, dataset.dtype)
+            block = buffer[:size].reshape(shape)
+            if size:
+                self._read_into(block, index)
             yield convert(block, dtype)
 
     def data_stats(self, selection: Selection = None) -> Stats:
@@ -306,11 +334,44 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         if sel is None:
             return dict(EMPTY_STATS)  # type: ignore[return-value]
         self._check_storage()
+        dtype = dataset.dtype
+        if dtype.kind in "iuf" and sel.size * dtype.itemsize > STATS_BLOCK_BYTES:
+            return self._stats_in_place(sel)
         blocks = (
             self._read(index)
-            for index in plan_blocks(sel, dataset.dtype.itemsize, STATS_BLOCK_BYTES, dataset.chunks)
+            for index in plan_blocks(sel, dtype.itemsize, STATS_BLOCK_BYTES, dataset.chunks)
         )
-        return blockwise_stats(blocks, dataset.dtype)
+        return blockwise_stats(blocks, dtype)
+
+    def _stats_in_place(self, sel: Selected) -> Stats:
+        """Statistics of a multi-block numeric selection read into one reused buffer.
+
+        Chunked datasets are read in whole chunks (see ``plan_chunk_blocks``), others in
+        row bands; HDF5 converts to native byte order while reading.
+        """
+        dataset = self._h5py_entity
+        native = dataset.dtype.newbyteorder("=")
+        itemsize = native.itemsize
+        blocks: Iterator[tuple[Index, tuple[int, ...]]] | None = None
+        if dataset.chunks:
+            blocks = plan_chunk_blocks(
+                sel, itemsize, STATS_BLOCK_BYTES, dataset.chunks, group_bytes=STATS_GROUP_BYTES
+            )
+        if blocks is None:
+            blocks = (
+                (index, index_shape(index, dataset.shape))
+                for index in plan_blocks(sel, itemsize, STATS_BLOCK_BYTES, dataset.chunks)
+            )
+        accumulator = StatsAccumulator(dataset.dtype)
+        buffer = np.empty(0, native)
+        for index, shape in blocks:
+            size = math.prod(shape)
+            if buffer.size < size:
+                buffer = np.empty(size, native)
+            block = buffer[:size].reshape(shape)
+            self._read_into(block, index)
+            accumulator.fold(block)
+        return accumulator.result()
 
     def _check_storage(self) -> None:
         """With a guard, refuse reads of VDS sources / external raw files outside the root."""
@@ -322,10 +383,19 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         try:
             return self._h5py_entity[index]
         except OSError as error:
-            missing = missing_filter_message(self._h5py_entity, error)
-            if missing is None:
-                raise
-            raise FilterUnavailableError(missing) from None
+            raise self._read_error(error) from None
+
+    def _read_into(self, out: np.ndarray, index: Index) -> None:
+        """Read ``index`` into the C-contiguous array ``out`` (of the index's shape)."""
+        try:
+            self._h5py_entity.read_direct(out, index)
+        except OSError as error:
+            raise self._read_error(error) from None
+
+    def _read_error(self, error: OSError) -> Exception:
+        """FilterUnavailableError if a filter is missing, else the error itself."""
+        missing = missing_filter_message(self._h5py_entity, error)
+        return error if missing is None else FilterUnavailableError(missing)
 
 
 class GroupContent(ResolvedEntityContent[h5py.Group]):

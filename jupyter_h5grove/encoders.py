@@ -234,6 +234,7 @@ def stream_encode(
     block_bytes: int = 64 * 1024 * 1024,
     *,
     flatten: bool = False,
+    reuse_buffer: bool = False,
 ) -> StreamResponse:
     """Encode a dataset selection as ``bin`` or ``npy`` block by block, in bounded memory.
 
@@ -242,6 +243,11 @@ def stream_encode(
     (<= block_bytes, or up to ``selection.CHUNK_STRETCH`` times more to cover whole chunks).
     The concatenated chunks equal ``encode(content.data(selection, flatten, dtype),
     encoding).content``; use :func:`encode` for other encodings.
+
+    The chunks are bytes-like (bytes or memoryviews of C-contiguous arrays: ``len()`` counts
+    bytes, the buffer protocol gives them without a copy). With ``reuse_buffer``, numeric data
+    is read into one buffer allocated once, so a chunk is valid only until the next one is
+    asked for: send it (and wait until it is sent) or copy it before that.
     """
     if encoding not in STREAMABLE:
         raise QueryArgumentError(f"Encoding {encoding} cannot be streamed; use bin or npy")
@@ -257,7 +263,7 @@ def stream_encode(
         )
     if encoding == "npy" and not is_numeric_dtype(info.dtype):
         raise QueryArgumentError(f"Unsupported encoding {encoding} for non-numeric content")
-    blocks = content.iter_blocks(selection, dtype, block_bytes)
+    blocks = content.iter_blocks(selection, dtype, block_bytes, reuse_buffer=reuse_buffer)
     first = next(blocks, None)  # Runs the checks (guard, dtype) before answering.
     header = npy_header(info.shape, info.dtype) if encoding == "npy" else b""
     length = len(header) + info.nbytes

@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -92,21 +92,34 @@ class _Entry:
         self.cached = True
 
 
-def _close(entry: _Entry) -> None:
-    """Close a handle nobody uses any more; failures only matter to the log."""
-    try:
-        entry.h5file.close()
-    except Exception:
-        log.debug("Error closing %s", entry.h5file, exc_info=True)
+def _close(entries: list[_Entry]) -> None:
+    """Close handles nobody uses any more; failures only matter to the log."""
+    for entry in entries:
+        try:
+            entry.h5file.close()
+        except Exception:
+            log.debug("Error closing %s", entry.h5file, exc_info=True)
 
 
 class FileCache:
-    """Open HDF5 handles kept across requests, reused only while the file is unchanged."""
+    """Open HDF5 handles kept across requests, reused only while the file is unchanged.
 
-    def __init__(self, size: int = 32, *, locking: bool = False) -> None:
-        """Keep at most `size` idle-or-busy handles (0 disables reuse)."""
+    The lock only guards the table: HDF5 calls (validity checks, closes) happen outside it,
+    so a request finishing never waits behind another request's HDF5 work.
+    """
+
+    def __init__(
+        self,
+        size: int = 256,
+        *,
+        locking: bool = False,
+        background: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
+        """Keep at most `size` idle-or-busy handles (0 disables reuse); `background(job)`,
+        if given, runs the closing of evicted handles off the request (e.g. executor.submit)."""
         self.size = size
         self.locking = locking
+        self.background = background
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
@@ -127,59 +140,85 @@ class FileCache:
             self._release(entry)
 
     def _acquire(self, os_path: str, identity: FileIdentity) -> _Entry | None:
-        """A cached entry whose identity still matches, marked as in use; drop a stale one."""
+        """A cached entry whose identity still matches, leased; drop a stale one."""
+        closing: list[_Entry] = []
         with self._lock:
             entry = self._entries.get(os_path)
             if entry is None:
                 return None
-            if entry.identity == identity and entry.h5file.id.valid:
-                entry.users += 1
+            if entry.identity == identity:
+                entry.users += 1  # leased: the cache will not close it under us
                 self._entries.move_to_end(os_path)
-                return entry
-            self._forget(os_path, entry)
-        return None
+            else:
+                self._forget(os_path, entry, closing)
+                entry = None
+        if entry is not None and not entry.h5file.id.valid:  # closed behind the cache's back
+            with self._lock:
+                entry.users -= 1
+                self._forget(os_path, entry, closing)
+            entry = None
+        _close(closing)
+        return entry
 
     def _open(self, os_path: str, shown: str, identity: FileIdentity) -> _Entry:
         """Open a new handle and cache it if there is room for it."""
         h5file, opened = open_h5(os_path, shown, locking=self.locking)
         entry = _Entry(h5file, opened or identity)
         entry.users = 1
+        closing: list[_Entry] = []
         with self._lock:
             previous = self._entries.get(os_path)
             if self.size <= 0 or (previous is not None and previous.identity == entry.identity):
                 entry.cached = False  # no cache, or a concurrent request cached this file first
                 return entry
             if previous is not None:
-                self._forget(os_path, previous)
+                self._forget(os_path, previous, closing)
             self._entries[os_path] = entry
             while len(self._entries) > self.size:
-                self._forget(*next(iter(self._entries.items())))
+                self._forget(*next(iter(self._entries.items())), closing)
+        if closing:
+            self._close_evicted(closing)
         return entry
 
-    def _forget(self, os_path: str, entry: _Entry) -> None:
-        """Drop an entry from the cache (lock held); close it now only if nobody uses it."""
+    def _close_evicted(self, closing: list[_Entry]) -> None:
+        """Close idle evicted handles in the background if possible, else now."""
+        if self.background is not None:
+            try:
+                self.background(lambda: _close(closing))
+                return
+            except RuntimeError:  # the background executor is shut down
+                pass
+        _close(closing)
+
+    def _forget(self, os_path: str, entry: _Entry, closing: list[_Entry]) -> None:
+        """Drop an entry from the cache (lock held); if nobody uses it, add it to `closing`."""
         if self._entries.get(os_path) is entry:
             del self._entries[os_path]
         entry.cached = False
         if entry.users == 0:
-            _close(entry)
+            closing.append(entry)
 
     def _release(self, entry: _Entry) -> None:
         """End a lease; close an evicted or uncached handle once its last user is done."""
         with self._lock:
             entry.users -= 1
-            if entry.users == 0 and not entry.cached:
-                _close(entry)
+            idle = entry.users == 0 and not entry.cached
+        if idle:
+            _close([entry])
 
     def discard(self, os_path: str) -> None:
-        """Forget the handle of one path, if cached."""
+        """Forget the handle of one path, if cached (closed now if idle)."""
+        closing: list[_Entry] = []
         with self._lock:
             entry = self._entries.get(os_path)
             if entry is not None:
-                self._forget(os_path, entry)
+                self._forget(os_path, entry, closing)
+        _close(closing)
 
     def close_all(self) -> None:
         """Close every idle handle and forget all (busy ones close when released)."""
+        closing: list[_Entry] = []
         with self._lock:
             for os_path, entry in list(self._entries.items()):
-                self._forget(os_path, entry)
+                self._forget(os_path, entry, closing)
+        _close(closing)

@@ -15,9 +15,12 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .errors import QueryArgumentError, http_status
-from .service import Query, Reply, Service, Stream
+from .service import Body, Query, Reply, Service, Stream
 
 T = TypeVar("T")
+
+SMALL_REPLY_BYTES = 64 * 1024
+"""Answers up to this size are joined and sent with their headers in one write."""
 
 AUTH_RESOURCE = "contents"
 """Reading HDF5 data is reading file contents: the same permission as Jupyter's contents API."""
@@ -124,25 +127,27 @@ class FileHandler(H5GroveHandler):
             await self.write_stream(result)
 
     async def write_reply(self, reply: Reply) -> None:
-        """Send an answer built in memory, part by part (tornado would join them: a copy)."""
+        """Send an answer built in memory: small ones in one write, big ones part by part."""
         content_type = self.set_headers(reply.headers)
-        *head, last = reply.parts
+        if sum(map(len, reply.parts)) <= SMALL_REPLY_BYTES:
+            self.finish(b"".join(reply.parts), set_content_type=content_type)
+            return
         try:
-            for part in head:
-                self.write(part)
-                await self.flush()
+            await self.flush()  # the headers
+            for part in reply.parts:
+                await self.write_body(part)
         except StreamClosedError:
             self.log.info("jupyter_h5grove | client left during %s", self.request.path)
             return
-        self.finish(last, set_content_type=content_type)
+        self.finish(set_content_type=content_type)
 
     async def write_stream(self, stream: Stream) -> None:
         """Send a big binary answer block by block, each block read in a worker thread."""
         content_type = self.set_headers(stream.headers)
         try:
+            await self.flush()  # the headers
             while (block := await self.in_worker(stream.next_block)) is not None:
-                self.write(block)
-                await self.flush()
+                await self.write_body(block)
         except StreamClosedError:
             self.log.info("jupyter_h5grove | client left during %s", self.request.path)
             return
@@ -155,6 +160,21 @@ class FileHandler(H5GroveHandler):
         finally:
             await asyncio.get_running_loop().run_in_executor(self.executor, stream.close)
         self.finish(set_content_type=content_type)
+
+    async def write_body(self, part: Body) -> None:
+        """Send one part of the body once the headers are sent, and wait until it is sent.
+
+        The connection takes bytes and byte views as they are (RequestHandler.write would
+        copy them, and the first flush would copy the body again next to the headers); the
+        connection still counts the bytes against Content-Length. Output transforms (gzip,
+        if configured) must see the body, so then it goes through RequestHandler.write.
+        """
+        if self._transforms:
+            self.write(bytes(part))
+            await self.flush()
+            return
+        assert self.request.connection is not None
+        await self.request.connection.write(part)  # type: ignore[arg-type]
 
     def set_headers(self, headers: dict[str, str]) -> str:
         """Copy the encoder's headers onto the response; return the content type."""

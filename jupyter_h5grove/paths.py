@@ -20,6 +20,9 @@ FILE_NOT_FOUND = "File not found"
 _HIDDEN_FLAGS = os.name == "nt" or hasattr(os.stat_result, "st_flags")
 """Whether this OS can also hide files with flags (then Jupyter's full is_hidden is needed)."""
 
+RESOLVED_CACHE_SIZE = 4096
+"""`file` arguments whose accepted OS path is remembered (when the rule is a string rule)."""
+
 
 def _prefix(directory: str) -> str:
     """Directory with exactly one trailing separator, for prefix containment checks."""
@@ -58,9 +61,26 @@ class RootPolicy:
         self._root_prefix = _prefix(self.root)
         self._real_root = os.path.realpath(self.root)
         self._real_root_prefix = _prefix(self._real_root)
+        # Where the verdict depends on the strings alone (no OS hiding flags, no real paths),
+        # an accepted `file` stays accepted for the same allow_hidden: remember its OS path.
+        self._memoise = not _HIDDEN_FLAGS and allow_symlinks_outside_root
+        self._resolved: dict[tuple[str, bool], str] = {}
 
     def resolve(self, file: str) -> str:
         """OS path of the API path `file` (relative to root, like Jupyter's contents API)."""
+        if not self._memoise:
+            return self._resolve(file)
+        key = (file, self.allow_hidden())
+        os_path = self._resolved.get(key)
+        if os_path is None:
+            os_path = self._resolve(file)
+            if len(self._resolved) >= RESOLVED_CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[key] = os_path
+        return os_path
+
+    def _resolve(self, file: str) -> str:
+        """resolve() without memoisation."""
         _check_syntax(file)
         if not file.strip():
             raise QueryArgumentError("file must name an HDF5 file")

@@ -204,6 +204,59 @@ def plan_blocks(
             yield tuple(members)
 
 
+def plan_chunk_blocks(
+    sel: Selected,
+    itemsize: int,
+    block_bytes: int,
+    chunks: tuple[int, ...],
+    *,
+    group_bytes: int | None = None,
+) -> Iterator[tuple[Index, tuple[int, ...]]] | None:
+    """Blocks on the chunk grid covering ``sel``, each with its shape, in no useful order.
+
+    For folds that ignore order (statistics): every block is whole chunks (clipped to the
+    selection) in every axis, as many as fit ``block_bytes`` (one at least), so HDF5 reads each
+    chunk once and whole; with ``group_bytes``, chunks are grouped only up to that size (whole
+    chunks read alone are copied straight into the buffer). Integer-indexed axes keep a length
+    of 1. None when the selection has
+    a step > 1 or a chunk exceeds ``CHUNK_STRETCH * block_bytes``: use :func:`plan_blocks`.
+    """
+    dims = sel.dims
+    if len(chunks) != len(dims) or any(dim.step != 1 and dim.count > 1 for dim in dims):
+        return None
+    if math.prod(chunks) * itemsize > CHUNK_STRETCH * block_bytes or sel.size == 0:
+        return None
+    spans = [(dim.start, dim.start + dim.count) for dim in dims]
+    grids = [range(lo // c, (hi - 1) // c + 1) for (lo, hi), c in zip(spans, chunks, strict=True)]
+    per_block = [1] * len(dims)  # Chunks per block along each axis.
+    budget = max(1, min(block_bytes, group_bytes or block_bytes) // itemsize)
+    for axis in reversed(range(len(dims))):
+        others = math.prod(
+            min(per_block[a] * chunks[a], dims[a].count) for a in range(len(dims)) if a != axis
+        )
+        fit = max(1, budget // (others * chunks[axis]))
+        per_block[axis] = min(len(grids[axis]), fit)
+        if per_block[axis] < len(grids[axis]):
+            break
+    axes = [
+        [(max(lo, g * c), min(hi, (g + k) * c)) for g in range(grid.start, grid.stop, k)]
+        for (lo, hi), c, grid, k in zip(spans, chunks, grids, per_block, strict=True)
+    ]
+    return (
+        (tuple(slice(a, b) for a, b in block), tuple(b - a for a, b in block))
+        for block in itertools.product(*axes)
+    )
+
+
+def index_shape(index: Index, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape h5py gives ``dataset[index]`` for an index of ints and slices (from a plan)."""
+    return tuple(
+        len(range(*member.indices(length)))
+        for member, length in zip(index, shape, strict=False)
+        if isinstance(member, slice)
+    ) + tuple(shape[len(index) :])
+
+
 def _full_index(sel: Selected) -> Index:
     """One index reading the whole selection with the answer's shape."""
     return tuple(dim.slice_of(0, dim.count) if dim.keep else dim.start for dim in sel.dims)

@@ -100,6 +100,30 @@ def _masked_min(values: np.ndarray, mask: np.ndarray) -> Any:
     return np.min(values[mask])
 
 
+FLOAT32_MAX_SPREAD = 1e16
+"""Widest float32 range folded in float32: squares of half of it, summed, stay finite."""
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype | None:
+    """dtype of the moments' work buffer for :meth:`StatsAccumulator._fold_fast`, if any."""
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return np.dtype(np.float32 if dtype.itemsize == 4 else np.float64)
+    if dtype.kind in "iu":
+        return np.dtype(np.float64)
+    return None
+
+
+def _positive_minima(values: np.ndarray, low: Any, high: Any) -> tuple[Any, Any]:
+    """(strict positive min, positive min) of real values spanning 0; NaN are ignored."""
+    # Values to exclude are lifted to the type's maximum, which cannot win the min.
+    info = np.finfo if values.dtype.kind == "f" else np.iinfo
+    top = values.dtype.type(info(values.dtype).max)
+    smallest = np.fmin.reduce if values.dtype.kind == "f" else np.min
+    positive = low if low == 0 else smallest(np.maximum(values, (values < 0) * top))
+    strict = smallest(np.maximum(values, (values <= 0) * top)) if high > 0 else None
+    return strict, positive
+
+
 class StatsAccumulator:
     """Fold blocks of one dtype into statistics; memory is independent of the total size."""
 
@@ -114,9 +138,11 @@ class StatsAccumulator:
         self.max: Any = None
         self.strict_positive_min: Any = None
         self.positive_min: Any = None
+        self._work: np.ndarray | None = None
 
     def add(self, block: Any) -> None:
-        """Fold one block (array or scalar) of the selection."""
+        """Fold one block (array or scalar) of the selection; the block may be kept until the
+        next one arrives (a lone block is computed exactly as h5grove at the end)."""
         values = np.asarray(block)
         if values.size and not is_numeric_dtype(values.dtype):
             # An empty selection of any type has all-None stats, as in h5grove.
@@ -130,13 +156,93 @@ class StatsAccumulator:
             self._first = None
         self._fold_block(values)
 
+    def fold(self, block: np.ndarray) -> None:
+        """Fold a numeric block now, keeping no reference to it (its buffer may be reused)."""
+        self._blocks += 2  # Never the single-block exact path.
+        if self._first is not None:
+            self._fold_block(self._first)
+            self._first = None
+        self._fold_block(block)
+
     def _fold_block(self, values: np.ndarray) -> None:
         """Fold a block in cache-sized pieces (each NumPy pass then stays in the CPU cache)."""
         flat = values.reshape(-1)
         step = max(1, SUB_BLOCK_BYTES // max(1, flat.itemsize))
-        fold = self._fold_real if flat.dtype.kind in "fiu" else self._fold
+        work = _work_dtype(flat.dtype)
+        if work is not None:
+            size = min(step, flat.size)
+            if self._work is None or self._work.dtype != work or self._work.size < size:
+                self._work = np.empty(size, work)
+            fold: Any = self._fold_fast
+        else:
+            fold = self._fold_real if flat.dtype.kind in "fiu" else self._fold
         for start in range(0, flat.size, step):
             fold(flat[start : start + step])
+
+    def _fold_fast(self, values: np.ndarray) -> None:
+        """_fold for float32/64 and ints: min/max, then shifted moments in one work buffer.
+
+        NaN are skipped by fmin/fmax and zeroed in the deviations (no compressed copy);
+        infinities (rare) take the general path.
+        """
+        if values.dtype.kind == "f":
+            low, high = np.fmin.reduce(values), np.fmax.reduce(values)
+            if not (np.isfinite(low) and np.isfinite(high)):
+                if np.isnan(low) and np.isnan(high):
+                    return  # Only NaN.
+                self._fold_real(values)  # Infinities: mask them the slow way.
+                return
+            nans = np.flatnonzero(np.isnan(values))
+        else:
+            low, high = np.min(values), np.max(values)
+            nans = None
+        spread = float(high) - float(low)
+        assert self._work is not None
+        if self._work.dtype.itemsize == 4 and spread > FLOAT32_MAX_SPREAD:
+            self._fold_real(values)  # Squares would overflow float32: use float64.
+            return
+        count = values.size - (nans.size if nans is not None else 0)
+        center = float(low) / 2 + float(high) / 2
+        s1, s2 = self._shifted_sums(values, center, nans)
+        if s1 * s1 > 0.5 * count * s2:  # Shift far from the mean: redo around the mean.
+            center += s1 / count
+            s1, s2 = self._shifted_sums(values, center, nans)
+        self._merge(count, center + s1 / count, max(0.0, s2 - s1 * s1 / count))
+        self.min = low if self.min is None or low < self.min else self.min
+        self.max = high if self.max is None or high > self.max else self.max
+        if high < 0:
+            return
+        if low > 0:
+            strict = positive = low
+        else:
+            strict, positive = _positive_minima(values, low, high)
+        if strict is not None and (
+            self.strict_positive_min is None or strict < self.strict_positive_min
+        ):
+            self.strict_positive_min = strict
+        if positive is not None and (self.positive_min is None or positive < self.positive_min):
+            self.positive_min = positive
+
+    def _shifted_sums(
+        self, values: np.ndarray, center: float, nans: np.ndarray | None
+    ) -> tuple[float, float]:
+        """Sums of (x - center) and (x - center)**2 over the non-NaN values (pairwise sums)."""
+        assert self._work is not None
+        work = self._work[: values.size]
+        np.subtract(values, work.dtype.type(center), out=work)
+        if nans is not None and nans.size:
+            work[nans] = 0
+        s1 = float(np.add.reduce(work))
+        np.square(work, out=work)
+        return s1, float(np.add.reduce(work))
+
+    def _merge(self, n: int, mean: float, m2: float) -> None:
+        """Merge a piece's count, mean and M2 into the running ones (Chan et al.)."""
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + abs(delta) ** 2 * (self.count * n / total)
+        self.count = total
 
     def _fold_real(self, values: np.ndarray) -> None:
         """_fold for ints and floats: branch-free NumPy passes (masked selections are slow)."""
@@ -154,11 +260,7 @@ class StatsAccumulator:
         if low > 0:
             strict = positive = low
         else:
-            # Values to exclude are lifted to the type's maximum, which cannot win the min.
-            info = np.finfo if values.dtype.kind == "f" else np.iinfo
-            top = values.dtype.type(info(values.dtype).max)
-            positive = low if low == 0 else np.min(np.maximum(values, (values < 0) * top))
-            strict = np.min(np.maximum(values, (values <= 0) * top)) if high > 0 else None
+            strict, positive = _positive_minima(values, low, high)
         self.strict_positive_min = _lesser(self.strict_positive_min, strict)
         self.positive_min = _lesser(self.positive_min, positive)
 

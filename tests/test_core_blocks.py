@@ -12,7 +12,7 @@ import pytest
 from jupyter_h5grove import errors
 from jupyter_h5grove.content import DatasetContent, create_content
 from jupyter_h5grove.encoders import encode, stream_encode
-from jupyter_h5grove.selection import CHUNK_STRETCH, plan_blocks, select
+from jupyter_h5grove.selection import CHUNK_STRETCH, plan_blocks, plan_chunk_blocks, select
 from jupyter_h5grove.stats import blockwise_stats, finite_values, get_array_stats
 
 
@@ -42,6 +42,12 @@ def h5(tmp_path: Path) -> h5py.File:
         f.create_dataset("vs", data=["x", "yz"], dtype=h5py.string_dtype())
         f.create_dataset("null", data=h5py.Empty("f8"))
         f.create_dataset("scalar", data=np.float32(2.5))
+        spiky = rng.normal(-3, 50, size=(61, 45)).astype("f4")
+        spiky[rng.random(spiky.shape) < 0.2] = np.nan
+        spiky[:, 7] = np.nan  # whole chunks of NaN
+        spiky[0, 0] = 0
+        f.create_dataset("spiky", data=spiky, chunks=(8, 7), compression="gzip")
+        f.create_dataset("far", data=np.linspace(1e6, 1e6 + 5, 4000).astype("<f8"), chunks=(300,))
     f = h5py.File(tmp_path / "blocks.h5", "r")
     yield f
     f.close()
@@ -188,3 +194,55 @@ def test_large_stats_are_bounded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert stats["max"] == 3840.0 and stats["min"] == 0.0
     assert peak < 48 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", ["f3", "i2", "u8", "i8", "i1", "pos", "bef", "spiky", "far"])
+@pytest.mark.parametrize("selection", [None, "1:", "0", "::3", "2:40, 3:"])
+def test_stats_in_place_match_numpy(
+    h5: h5py.File, name: str, selection: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stats read chunk by chunk into a reused buffer equal one NumPy pass within tolerance."""
+    from jupyter_h5grove import content as content_module
+
+    content = dataset(h5, name)
+    try:
+        data = np.asarray(content.data(selection))
+    except errors.SelectionError:
+        return
+    expected = get_array_stats(finite_values(data))
+    for block_bytes, group_bytes in ((64, 8), (1000, 1000), (4096, 64)):
+        monkeypatch.setattr(content_module, "STATS_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(content_module, "STATS_GROUP_BYTES", group_bytes)
+        result = content.data_stats(selection)
+        assert result.keys() == expected.keys()
+        for key, value in expected.items():
+            assert type(result[key]) is type(value), key
+            if isinstance(value, float):
+                assert result[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+            elif key not in ("mean", "std"):
+                assert result[key] == value, key
+            else:  # int() truncation of a float mean/std may differ by one at most
+                assert abs(result[key] - value) <= 1, key
+
+
+@pytest.mark.parametrize("selection", [None, "3:50", "5, 1:29", "9:9", "::2"])
+@pytest.mark.parametrize("block_bytes", [4, 256, 1000, 1 << 20])
+def test_chunk_blocks_cover_selection_once(selection: str | None, block_bytes: int) -> None:
+    """Chunk-grid blocks tile the selection exactly, each whole chunks clipped to it."""
+    shape, chunks = (50, 30), (8, 7)
+    sel = select(selection, shape)
+    blocks = plan_chunk_blocks(sel, 4, block_bytes, chunks)
+    if selection == "::2" or block_bytes == 4 or sel.size == 0:
+        assert blocks is None
+        return
+    assert blocks is not None
+    seen = np.zeros(shape, int)
+    for index, block_shape in blocks:
+        assert tuple(s.stop - s.start for s in index) == block_shape
+        for member, chunk, dim in zip(index, chunks, sel.dims, strict=True):
+            assert member.start % chunk == 0 or member.start == dim.start
+            assert member.stop % chunk == 0 or member.stop == dim.start + dim.count
+        seen[index] += 1
+    expected = np.zeros(shape, int)
+    expected[tuple(d.slice_of(0, d.count) for d in sel.dims)] = 1
+    assert (seen == expected).all()

@@ -8,6 +8,7 @@ import json
 
 import h5py
 import numpy as np
+import orjson
 import pytest
 from conftest import error_message
 
@@ -148,3 +149,56 @@ class TestChunkLimit:
     async def test_metadata_still_served(self, api, big) -> None:
         """Only reads are refused."""
         assert (await api("meta", file="big.h5", path="/x")).code == 200
+
+
+async def test_keep_alive_answers_are_framed_exactly(
+    api, big, http_server_client, jp_base_url, jp_serverapp, monkeypatch
+) -> None:
+    """Bodies sent as array views or JSON pieces keep exact lengths: one connection, many answers."""
+    monkeypatch.setattr("jupyter_h5grove.service.JSON_BLOCK_ITEMS", 10_000)  # JSON in pieces
+    port = http_server_client.get_http_port()
+    token = jp_serverapp.identity_provider.token
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    cases = [
+        ("format=bin&selection=0:64", VALUES[:64].tobytes()),  # in memory, > 64 KiB
+        ("format=npy&selection=0:64", npy(VALUES[:64])),
+        ("selection=0:64", orjson.dumps(VALUES[:64], option=orjson.OPT_SERIALIZE_NUMPY)),
+        ("format=bin", VALUES.tobytes()),  # streamed
+        ("format=bin&selection=0,0:4", VALUES[0, :4].tobytes()),  # small: one write
+    ]
+    try:
+        for query, expected in cases * 2:
+            target = f"{jp_base_url}h5grove/data?file=big.h5&path=/x&{query}"
+            headers = f"Host: 127.0.0.1:{port}\r\nAuthorization: token {token}"
+            writer.write(f"GET {target} HTTP/1.1\r\n{headers}\r\n\r\n".encode())
+            await writer.drain()
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert " 200 " in head.split("\r\n")[0], head
+            length = int(head.split("content-length:")[1].split("\r\n")[0])
+            assert length == len(expected)
+            assert await reader.readexactly(length) == expected, query
+    finally:
+        writer.close()
+
+
+class TestBlockOverBudget:
+    """stream_block_bytes > max_response_bytes: bin/npy answers between the two are streamed."""
+
+    @pytest.fixture
+    def h5grove_config(self):
+        """A budget smaller than one stream block."""
+        return {"H5GroveApp": {"stream_block_bytes": 4096, "max_response_bytes": 1000}}
+
+    @pytest.mark.parametrize("fmt", ["bin", "npy"])
+    async def test_streamed_not_refused(self, api, big, fmt: str) -> None:
+        """2,000 bytes: over the budget, under a block, and streamable: served, not 413."""
+        response = await api("data", file="big.h5", path="/x", format=fmt, selection="0,0:250")
+        assert response.code == 200, response.body[:200]
+        expected = VALUES[0, :250]
+        assert response.body == (expected.tobytes() if fmt == "bin" else npy(expected))
+        assert int(response.headers["Content-Length"]) == len(response.body)
+
+    async def test_json_still_refused(self, api, big) -> None:
+        """The same selection as JSON cannot be streamed: 413."""
+        response = await api("data", file="big.h5", path="/x", selection="0,0:250")
+        assert "selection" in error_message(response, 413)

@@ -77,6 +77,22 @@ class TestRootPolicy:
             policy(tree).resolve(file)
         assert policy(tree, hidden=True).resolve(file) == str(tree / file)
 
+    def test_remembered_verdicts_follow_allow_hidden(self, tree: Path) -> None:
+        """Accepted paths are remembered per allow_hidden value: toggling it takes effect."""
+        allowed = [True]
+        rule = RootPolicy(str(tree), lambda: allowed[0])
+        for _ in range(2):
+            allowed[0] = True
+            assert rule.resolve(".hidden.h5") == str(tree / ".hidden.h5")
+            assert rule.resolve("a.h5") == str(tree / "a.h5")
+            allowed[0] = False
+            with pytest.raises(NotFoundError):
+                rule.resolve(".hidden.h5")
+            assert rule.resolve("a.h5") == str(tree / "a.h5")
+        for _ in range(2):  # refusals are never remembered as acceptances
+            with pytest.raises(ForbiddenError):
+                rule.resolve("../secret.h5")
+
     def test_symlink_out(self, tree: Path) -> None:
         """Followed by default (as Jupyter does); confined by real path when configured."""
         assert policy(tree).resolve("link_out.h5") == str(tree / "link_out.h5")
