@@ -172,9 +172,12 @@ class _Walker:
         names = [name for name in path.split("/") if name not in ("", ".")]
         if not path:
             raise PathError(f"{path} is not a valid path in {os.path.basename(h5file.filename)}")
-        group, file, where = h5file["/"], h5file, "/"
         if not names:
-            return group, None
+            return h5file["/"], None
+        found = _hard_linked(h5file, names)
+        if found is not None:  # The common case: one lookup per segment, nothing to guard.
+            return found, None
+        group, file, where = h5file["/"], h5file, "/"
         for position, name in enumerate(names):
             last = position == len(names) - 1
             try:
@@ -255,6 +258,34 @@ class _Walker:
         return obj, file, where
 
 
+def _hard_linked(h5file: h5py.File, names: list[str]) -> Any:
+    """The object at ``names`` if every segment is a hard link (else None), each opened
+    relative to its parent: the walk without link objects and absolute re-lookups."""
+    location: Any = h5file.id
+    try:
+        for name in names:
+            if h5py.h5i.get_type(location) not in (h5py.h5i.FILE, h5py.h5i.GROUP):
+                return None
+            raw = name.encode("utf-8")
+            if location.links.get_info(raw).type != h5py.h5l.TYPE_HARD:
+                return None
+            location = h5py.h5o.open(location, raw)
+    except _BROKEN:
+        return None
+    kind = h5py.h5i.get_type(location)
+    if kind == h5py.h5i.DATASET:  # As h5py's Group.__getitem__ wraps it.
+        return h5py.Dataset(location, readonly=h5file.mode == "r")
+    wrapper = _WRAPPERS.get(kind)
+    return wrapper(location) if wrapper is not None else None
+
+
+_WRAPPERS: dict[int, Callable[[Any], Any]] = {
+    h5py.h5i.GROUP: h5py.Group,
+    h5py.h5i.DATATYPE: h5py.Datatype,
+}
+"""h5py's high-level class of each low-level object type (datasets apart)."""
+
+
 def _open_in(file: h5py.File, where: str) -> Any:
     """Open an object by hard-link path (one file, no link traversal)."""
     try:
@@ -275,6 +306,8 @@ def check_storage(
     Virtual sources that are themselves virtual datasets (or use external storage) are checked
     recursively, opening their files through the guard.
     """
+    if not dataset.is_virtual and not dataset.external:
+        return  # The data is in the dataset's own file (the common case: nothing to look up).
     seen = set() if _seen is None else _seen
     key = (os.path.abspath(dataset.file.filename), dataset.name)
     if key in seen:

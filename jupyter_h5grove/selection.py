@@ -215,11 +215,11 @@ def plan_chunk_blocks(
     """Blocks on the chunk grid covering ``sel``, each with its shape, in no useful order.
 
     For folds that ignore order (statistics): every block is whole chunks (clipped to the
-    selection) in every axis, as many as fit ``block_bytes`` (one at least), so HDF5 reads each
-    chunk once and whole; with ``group_bytes``, chunks are grouped only up to that size (whole
-    chunks read alone are copied straight into the buffer). Integer-indexed axes keep a length
-    of 1. None when the selection has
-    a step > 1 or a chunk exceeds ``CHUNK_STRETCH * block_bytes``: use :func:`plan_blocks`.
+    selection) in every axis, so HDF5 reads each chunk once, whole, straight into the buffer.
+    Small chunks are grouped (last axes first) up to ``group_bytes`` (default
+    ``block_bytes``); a block is one chunk at least. Integer-indexed axes keep a length of 1.
+    None when the selection has a step > 1 or a chunk exceeds ``CHUNK_STRETCH *
+    block_bytes``: then use :func:`plan_blocks`.
     """
     dims = sel.dims
     if len(chunks) != len(dims) or any(dim.step != 1 and dim.count > 1 for dim in dims):

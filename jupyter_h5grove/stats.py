@@ -2,7 +2,10 @@
 
 h5grove loads the whole selection, masks it and calls NumPy on copies (several times the data
 size in memory). Here blocks are folded into running count / mean / M2 (Chan et al.) and
-min / max / positive minima, so memory stays bounded by the block size. When the selection is
+min / max / positive minima, so memory stays bounded by the block size. Float32/64 and integer
+pieces take a few in-cache NumPy passes and no copy: NaN-skipping fmin/fmax, then the sums of
+(x - c) and (x - c)**2 around the piece's mid-range c (around its mean if c was far off), NaN
+zeroed by index. When the selection is
 one block the result is computed exactly as h5grove computes it; with several blocks ``mean``
 and ``std`` agree within floating-point tolerance. Empty selections (also null dataspaces, on
 which h5grove raises TypeError) give all-None statistics; non-numeric data raises

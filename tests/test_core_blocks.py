@@ -48,6 +48,10 @@ def h5(tmp_path: Path) -> h5py.File:
         spiky[0, 0] = 0
         f.create_dataset("spiky", data=spiky, chunks=(8, 7), compression="gzip")
         f.create_dataset("far", data=np.linspace(1e6, 1e6 + 5, 4000).astype("<f8"), chunks=(300,))
+        skew = rng.random(5000).astype("f4")
+        skew[::997] = 1e6  # mid-range far from the mean: moments are summed again around it
+        f.create_dataset("skew", data=skew, chunks=(1000,))
+        f.create_dataset("wide", data=np.linspace(-1e17, 3e17, 999).astype("f4"), chunks=(100,))
     f = h5py.File(tmp_path / "blocks.h5", "r")
     yield f
     f.close()
@@ -101,9 +105,15 @@ def test_stream_equals_encode(h5: h5py.File, name: str, encoding: str, dtype: st
             with pytest.raises(type(error)):
                 stream_encode(content, selection, dtype, encoding, 64, flatten=flatten)
             continue
-        for block_bytes in (16, 1000, 1 << 26):
+        for block_bytes, reuse in ((16, True), (1000, False), (1000, True), (1 << 26, False)):
             streamed = stream_encode(
-                content, selection, dtype, encoding, block_bytes, flatten=flatten
+                content,
+                selection,
+                dtype,
+                encoding,
+                block_bytes,
+                flatten=flatten,
+                reuse_buffer=reuse,
             )
             body = b"".join(bytes(chunk) for chunk in streamed.chunks)
             assert body == expected.content
@@ -196,7 +206,9 @@ def test_large_stats_are_bounded(tmp_path: Path) -> None:
     assert peak < 48 * 1024 * 1024
 
 
-@pytest.mark.parametrize("name", ["f3", "i2", "u8", "i8", "i1", "pos", "bef", "spiky", "far"])
+@pytest.mark.parametrize(
+    "name", ["f3", "i2", "u8", "i8", "i1", "pos", "bef", "spiky", "far", "skew", "wide"]
+)
 @pytest.mark.parametrize("selection", [None, "1:", "0", "::3", "2:40, 3:"])
 def test_stats_in_place_match_numpy(
     h5: h5py.File, name: str, selection: str | None, monkeypatch: pytest.MonkeyPatch

@@ -165,19 +165,27 @@ def test_json_of_everything(everything: h5py.File) -> None:
             encode(content.data())
 
 
-def test_filter_unavailable(tmp_path: Path) -> None:
+def test_filter_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk needing an unregistered filter raises an error naming it and hdf5plugin."""
+    from jupyter_h5grove import content as content_module
+
     with h5py.File(tmp_path / "nf.h5", "w") as f:
         ds = f.create_dataset(
-            "x", (4,), "i4", chunks=(4,), compression=32123, allow_unknown_filter=True
+            "x", (16,), "i4", chunks=(4,), compression=32123, allow_unknown_filter=True
         )
-        ds.id.write_direct_chunk((0,), np.arange(4, dtype="i4").tobytes(), filter_mask=0)
+        for start in range(0, 16, 4):
+            chunk = np.arange(start, start + 4, dtype="i4").tobytes()
+            ds.id.write_direct_chunk((start,), chunk, filter_mask=0)
     with h5py.File(tmp_path / "nf.h5", "r") as f:
         content = create_content(f, "/x")
+        assert isinstance(content, DatasetContent)
         assert content.metadata()["filters"][0]["id"] == 32123
-        for call in (content.data, content.data_stats):
-            with pytest.raises(errors.FilterUnavailableError, match=r"32123.*hdf5plugin"):
-                call()
+        calls = (content.data, content.data_stats, lambda: list(content.iter_blocks()))
+        for block_bytes in (1 << 20, 16):  # one block, then chunk by chunk
+            monkeypatch.setattr(content_module, "STATS_BLOCK_BYTES", block_bytes)
+            for call in calls:
+                with pytest.raises(errors.FilterUnavailableError, match=r"32123.*hdf5plugin"):
+                    call()
 
 
 def test_hdf5plugin_filters_read(everything: h5py.File) -> None:

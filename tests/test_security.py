@@ -349,6 +349,30 @@ async def test_symlinks_outside_root_refused_when_configured(h5get, links, endpo
     assert assert_ok_json(resp)["kind"] == "dataset"
 
 
+@pytest.mark.parametrize("extra_config", [NO_SYMLINKS_OUT])
+async def test_symlink_retargeted_outside_is_refused(h5get, tree):
+    """With allow_symlinks_outside_root=False, the rule is applied to every request: a link or
+    folder that was inside the root and now leads outside is refused (no remembered verdict)."""
+    root, outside = tree["root"], tree["outside"]
+    link = root / "swap.h5"
+    link.symlink_to(root / "data.h5")
+    folder = root / "folder"
+    folder.mkdir()
+    with h5py.File(folder / "secret.h5", "w") as f:
+        f["secret"] = np.arange(5)
+    assert (await h5get("data", file="swap.h5", path="/entry/data")).code == 200
+    assert (await h5get("data", file="folder/secret.h5", path="/secret")).code == 200
+    link.unlink()
+    link.symlink_to(outside / "secret.h5")
+    (folder / "secret.h5").unlink()
+    folder.rmdir()
+    folder.symlink_to(outside, target_is_directory=True)
+    for file in ("swap.h5", "folder/secret.h5"):
+        resp = await h5get("data", file=file, path="/secret")
+        assert_error(resp)
+        assert not leaks(resp), describe(resp)
+
+
 @pytest.mark.parametrize("name", ["dangling.h5", "loop.h5"])
 @pytest.mark.parametrize("endpoint", FILE_ENDPOINTS)
 async def test_broken_and_looping_symlinks(h5get, links, name, endpoint):
