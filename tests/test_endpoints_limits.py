@@ -154,8 +154,9 @@ class TestChunkLimit:
 async def test_keep_alive_answers_are_framed_exactly(
     api, big, http_server_client, jp_base_url, jp_serverapp, monkeypatch
 ) -> None:
-    """Bodies sent as array views or JSON pieces keep exact lengths: one connection, many answers."""
-    monkeypatch.setattr("jupyter_h5grove.service.JSON_BLOCK_ITEMS", 10_000)  # JSON in pieces
+    """Bodies sent as array views or JSON pieces keep exact lengths over one connection."""
+    monkeypatch.setattr("jupyter_h5grove.service.JSON_WHOLE_ITEMS", 10_000)  # JSON in pieces
+    monkeypatch.setattr("jupyter_h5grove.service.JSON_BLOCK_ITEMS", 10_000)
     port = http_server_client.get_http_port()
     token = jp_serverapp.identity_provider.token
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -202,3 +203,34 @@ class TestBlockOverBudget:
         """The same selection as JSON cannot be streamed: 413."""
         response = await api("data", file="big.h5", path="/x", selection="0,0:250")
         assert "selection" in error_message(response, 413)
+
+
+class TestCompressedResponses:
+    """With tornado's gzip transform configured, bodies go through it and stay exact."""
+
+    @pytest.fixture
+    def h5grove_config(self):
+        """gzip on, and the module's small limits."""
+        return {
+            "ServerApp": {"tornado_settings": {"compress_response": True}},
+            "H5GroveApp": {"stream_block_bytes": MiB, "max_response_bytes": 8 * MiB},
+        }
+
+    @pytest.mark.parametrize(
+        ("params", "expected"),
+        [
+            ({"format": "bin", "selection": "0:64"}, lambda: VALUES[:64].tobytes()),
+            ({"format": "bin"}, lambda: VALUES.tobytes()),
+            ({"selection": "0:64"}, lambda: json.dumps(VALUES[:64].tolist()).encode()),
+        ],
+        ids=["bin", "bin-streamed", "json"],
+    )
+    async def test_gzip(self, api, big, params, expected) -> None:
+        """Same bodies as without compression (the client inflates them)."""
+        response = await api("data", {"path": "/x", "file": "big.h5"}, **params)
+        assert response.code == 200, response.body[:200]
+        assert response.headers.get("X-Consumed-Content-Encoding") == "gzip"
+        if "format" in params:
+            assert response.body == expected()
+        else:
+            assert json.loads(response.body) == json.loads(expected())
