@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -27,16 +26,15 @@ from .encoders import (
 )
 from .errors import (
     EntityKindError,
-    ForbiddenError,
     InvalidFileError,
-    NotFoundError,
     QueryArgumentError,
     TooLargeError,
 )
 from .files import FileCache
-from .guard import link_target_candidates
+from .guard import RootGuard
 from .models import LinkResolution
 from .paths import RootPolicy
+from .selection import SelectionInfo
 from .typeinfo import is_numeric_dtype
 from .utils import hdf_path_join, parse_link_resolution_arg
 
@@ -105,43 +103,26 @@ class Limits(NamedTuple):
     max_chunk_bytes: int = 256 * 1024 * 1024
 
 
-MAX_SOURCES_CHECKED = 16
-"""Virtual dataset sources whose chunks are checked (they usually share one layout)."""
-
-
-def check_chunks(content: DatasetContent, limit: int) -> None:
+def check_chunks(content: DatasetContent, info: SelectionInfo, limit: int) -> None:
     """Refuse, before reading, a dataset whose compressed chunks HDF5 would inflate past `limit`.
 
     A filtered chunk is decompressed whole even to read one value of it, so no selection helps.
-    Virtual datasets are judged by their sources' chunks.
+    The core measures virtual datasets by their sources' chunks.
     """
-    guard = getattr(content, "_guard", None)
-    _check_dataset(content._h5py_entity, content.path, limit, guard, depth=0)
-
-
-def _check_dataset(dataset: h5py.Dataset, shown: str, limit: int, guard: Any, depth: int) -> None:
-    """check_chunks of one dataset, following virtual sources a few levels deep."""
-    if dataset.is_virtual:
-        if isinstance(guard, PolicyGuard) and depth < 3:
-            for source in guard.virtual_sources(dataset):
-                _check_dataset(source, shown, limit, guard, depth + 1)
-        return
-    if dataset.chunks is None or dataset.id.get_create_plist().get_nfilters() == 0:
-        return
-    chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
-    if chunk_bytes > limit:
+    if info.nbytes and info.chunk_nbytes > limit:
         raise TooLargeError(
-            f"{shown} is stored in compressed chunks of {chunk_bytes} bytes, which HDF5 "
-            f"must decompress whole, over this server's limit of {limit} bytes "
+            f"{content.path} is stored in compressed chunks of {info.chunk_nbytes} bytes, which "
+            f"HDF5 must decompress whole, over this server's limit of {limit} bytes "
             "(H5GroveApp.max_chunk_bytes); a selection cannot help: rechunk the file"
         )
 
 
-class PolicyGuard:
-    """The core's Guard protocol with paths.py's rule; link targets are leased from the cache."""
+class PolicyGuard(RootGuard):
+    """The core's RootGuard with paths.py's rule; link targets are leased from the cache."""
 
     def __init__(self, policy: RootPolicy, files: FileCache, resources: ExitStack) -> None:
         """Leases taken through `resources` end with the request (or its stream)."""
+        super().__init__(policy.root, policy.allow_symlinks_outside_root, open_file=self.lease)
         self.policy = policy
         self.files = files
         self.resources = resources
@@ -157,46 +138,9 @@ class PolicyGuard:
             return True  # missing: HDF5 will not open it either
         return stat.S_ISREG(mode)
 
-    def open_file(self, from_file: str, target_file: str) -> h5py.File:
-        """Open an external link's target like HDF5 would find it, if the rule allows it."""
-        refused = False
-        for candidate in link_target_candidates(from_file, target_file):
-            if not self.allows(candidate):
-                refused = True
-            elif os.path.isfile(candidate):
-                return self.lease(candidate)
-        if refused:
-            raise ForbiddenError(f"External link target {target_file!r} is outside the root")
-        raise NotFoundError(f"External link target {target_file!r} not found")
-
     def lease(self, os_path: str) -> h5py.File:
         """An open handle of an allowed file, from the cache, for this request only."""
         return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
-
-    def virtual_sources(self, dataset: h5py.Dataset) -> Iterator[h5py.Dataset]:
-        """Source datasets of a virtual dataset that the rule allows and that can be opened."""
-        folder = os.path.dirname(os.path.abspath(dataset.file.filename))
-        seen: set[tuple[str, str]] = set()
-        for source in dataset.virtual_sources():
-            key = (source.file_name, source.dset_name)
-            if key in seen:
-                continue
-            seen.add(key)
-            if len(seen) > MAX_SOURCES_CHECKED:
-                return
-            try:
-                if source.file_name == ".":
-                    h5file = dataset.file
-                else:
-                    path = os.path.normpath(os.path.join(folder, source.file_name))
-                    if not self.allows(path) or not os.path.isfile(path):
-                        continue  # refused or filled in at read time
-                    h5file = self.lease(path)
-                found = h5file.get(source.dset_name)
-            except Exception:  # an unreadable source is HDF5's fill value, not our problem
-                continue
-            if isinstance(found, h5py.Dataset):
-                yield found
 
 
 class Service:
@@ -246,8 +190,7 @@ class Service:
         if query.format not in ENCODINGS:
             raise QueryArgumentError(f"Unsupported encoding {query.format}")
         info = content.selection_info(query.selection, query.dtype, query.flatten)
-        if info.nbytes:
-            check_chunks(content, self.limits.max_chunk_bytes)
+        check_chunks(content, info, self.limits.max_chunk_bytes)
         items = info.nbytes // info.dtype.itemsize if info.dtype.itemsize else 0
         size = estimated_size(info.nbytes, items, query.format)
         limits = self.limits
@@ -282,9 +225,9 @@ class Service:
 
     def stats(self, content: EntityContent, query: Query) -> Reply | Stream:
         """Statistics of a dataset selection (computed block by block by the core)."""
-        is_dataset = isinstance(content, DatasetContent)
-        if is_dataset and cast(DatasetContent, content).selection_info(query.selection).nbytes:
-            check_chunks(cast(DatasetContent, content), self.limits.max_chunk_bytes)
+        if isinstance(content, DatasetContent):
+            info = content.selection_info(query.selection)
+            check_chunks(content, info, self.limits.max_chunk_bytes)
         return _reply(encode(content.data_stats(query.selection)))
 
     def paths(self, content: EntityContent, query: Query) -> Reply | Stream:
