@@ -77,6 +77,10 @@ class H5GroveHandler(APIHandler):
             raise http_error from None
 
 
+ROOT_CONTENT_TYPE = "text/html; charset=UTF-8"
+"""What h5grove's tornado root handler answers (tornado's default for text)."""
+
+
 class RootHandler(H5GroveHandler):
     """`/` tells a client the server is up."""
 
@@ -84,13 +88,13 @@ class RootHandler(H5GroveHandler):
     @authorized
     async def get(self) -> None:
         """Answer 'ok', like h5grove."""
-        self.finish("ok", set_content_type="text/plain; charset=UTF-8")
+        self.finish("ok", set_content_type=ROOT_CONTENT_TYPE)
 
     @web.authenticated
     @authorized
     async def head(self) -> None:
         """Answer 200 without a body."""
-        self.finish(set_content_type="text/plain; charset=UTF-8")
+        self.finish(set_content_type=ROOT_CONTENT_TYPE)
 
 
 class FileHandler(H5GroveHandler):

@@ -200,6 +200,8 @@ async def test_root_get_and_head(api) -> None:
     for slash in (False, True):
         response = await api("", trailing_slash=slash)
         assert (response.code, response.body) == (200, b"ok")
+        # h5grove's tornado handler answers with tornado's default content type for text.
+        assert response.headers["Content-Type"] == "text/html; charset=UTF-8"
         head = await api("", method="HEAD", trailing_slash=slash)
         assert head.code == 200
 
