@@ -23,6 +23,7 @@ What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` p
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import posixpath
@@ -72,9 +73,13 @@ class RootGuard:
         open_file: Callable[[str], h5py.File] | None = None,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
-        self.real_root = os.path.realpath(root_dir)
         self.follow_symlinks_outside = follow_symlinks_outside
         self._open: Callable[[str], h5py.File] = open_file or _open_read_only
+
+    @functools.cached_property
+    def real_root(self) -> str:
+        """The root with symlinks resolved, computed on first need (a guard lives per request)."""
+        return os.path.realpath(self.root_dir)
 
     def allows(self, os_path: str) -> bool:
         """Lexically inside the root; and by real path too unless symlinks may lead outside."""
