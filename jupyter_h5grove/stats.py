@@ -280,12 +280,7 @@ class StatsAccumulator:
         if np.iscomplexobj(deviations):
             deviations = np.abs(deviations)
         deviations *= deviations
-        m2 = np.add.reduce(deviations)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + abs(delta) ** 2 * (self.count * n / total)
-        self.count = total
+        self._merge(n, mean, np.add.reduce(deviations))
 
     def _fold(self, values: np.ndarray) -> None:
         """Merge one piece's moments and extrema (generic: bool, complex)."""
