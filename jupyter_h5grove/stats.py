@@ -211,20 +211,7 @@ class StatsAccumulator:
             center += s1 / count
             s1, s2 = self._shifted_sums(values, center, nans)
         self._merge(count, center + s1 / count, max(0.0, s2 - s1 * s1 / count))
-        self.min = low if self.min is None or low < self.min else self.min
-        self.max = high if self.max is None or high > self.max else self.max
-        if high < 0:
-            return
-        if low > 0:
-            strict = positive = low
-        else:
-            strict, positive = _positive_minima(values, low, high)
-        if strict is not None and (
-            self.strict_positive_min is None or strict < self.strict_positive_min
-        ):
-            self.strict_positive_min = strict
-        if positive is not None and (self.positive_min is None or positive < self.positive_min):
-            self.positive_min = positive
+        self._merge_extrema(values, low, high)
 
     def _shifted_sums(
         self, values: np.ndarray, center: float, nans: np.ndarray | None
@@ -256,6 +243,10 @@ class StatsAccumulator:
                 return
             low, high = np.min(values), np.max(values)
         self._merge_moments(values)
+        self._merge_extrema(values, low, high)
+
+    def _merge_extrema(self, values: np.ndarray, low: Any, high: Any) -> None:
+        """Merge a real piece's min, max and positive minima (low, high: its finite extrema)."""
         self.min = _lesser(self.min, low)
         self.max = _greater(self.max, high)
         if high < 0:
