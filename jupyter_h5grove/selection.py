@@ -23,6 +23,9 @@ from .models import Selection
 CHUNK_STRETCH = 4
 """A block may grow up to this many times ``block_bytes`` to cover whole chunks."""
 
+MAX_STEP = 2**63 - 1
+"""Largest slice step HDF5 accepts (a signed 64-bit integer)."""
+
 Index = tuple[Any, ...]
 """What h5py's ``dataset[...]`` accepts: a tuple of ints and slices."""
 
@@ -132,6 +135,9 @@ def _dim(member: Any, length: int, axis: int) -> Dim:
             raise SelectionError(f"Slice {member} on axis {axis} has non-integer bounds")
         if member.step is not None and operator.index(member.step) < 1:
             raise SelectionError(f"Slice step must be >= 1 (got {member.step}) on axis {axis}")
+        if member.step is not None and operator.index(member.step) > MAX_STEP:
+            # HDF5 takes steps as 64-bit integers (h5py: OverflowError, a 500 in h5grove).
+            raise SelectionError(f"Slice step {member.step} on axis {axis} is too large")
         start, stop, step = member.indices(length)
         count = 0 if stop <= start else 1 + (stop - start - 1) // step
         return Dim(start, step, count, True)
