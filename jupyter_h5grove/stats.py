@@ -10,6 +10,11 @@ one block the result is computed exactly as h5grove computes it; with several bl
 and ``std`` agree within floating-point tolerance. Empty selections (also null dataspaces, on
 which h5grove raises TypeError) give all-None statistics; non-numeric data raises
 NonNumericDataError instead of NumPy's TypeError.
+
+Complex data has no order, so its statistics are those of the modulus ``|z|`` (what H5Web
+plots by default as "amplitude"): values whose real or imaginary part is NaN or infinite are
+left out like non-finite reals. h5grove compares complex numbers lexicographically and
+truncates the results to integers (or fails on NaN): meaningless numbers.
 """
 
 from __future__ import annotations
@@ -39,17 +44,18 @@ EMPTY_STATS: Stats = {
 
 def _cast(dtype: np.dtype) -> Any:
     """Python type of the results: float for floating data, int otherwise (as h5grove)."""
-    return float if np.issubdtype(dtype, np.floating) else _to_int
+    return float if np.issubdtype(dtype, np.floating) else int
 
 
-def _to_int(value: Any) -> int | None:
-    """int() of a NumPy scalar; complex values keep their (truncated) real part like h5grove.
+def modulus(data: Any) -> Any:
+    """``|z|`` of complex data (float of the matching precision); other data unchanged."""
+    values = np.asarray(data)
+    return np.abs(values) if values.dtype.kind == "c" else data
 
-    A non-finite value (NaN in complex data, which is not masked) gives None where h5grove
-    raises ValueError.
-    """
-    real = np.real(value)
-    return int(real) if np.isfinite(real) else None
+
+def stats_dtype(dtype: np.dtype) -> np.dtype:
+    """dtype the statistics are computed in: the modulus' for complex data."""
+    return np.dtype(dtype.char.lower()) if dtype.kind == "c" else dtype
 
 
 def finite_values(data: np.ndarray) -> np.ndarray:
@@ -61,13 +67,14 @@ def finite_values(data: np.ndarray) -> np.ndarray:
 
 
 def get_array_stats(data: np.ndarray) -> Stats:
-    """Statistics of an in-memory array (h5grove-compatible, no NaN masking here)."""
+    """Statistics of an in-memory array (h5grove-compatible, no NaN masking here; complex
+    data: of its modulus)."""
     if data.size == 0:
         return dict(EMPTY_STATS)  # type: ignore[return-value]
+    data = modulus(data)
     cast = _cast(data.dtype)
-    with np.errstate(invalid="ignore"):  # Complex NaN compare as False, as in h5grove.
-        strict = data[data > 0]
-        positive = data[data >= 0]
+    strict = data[data > 0]
+    positive = data[data >= 0]
     return {
         "strict_positive_min": cast(np.min(strict)) if strict.size else None,
         "positive_min": cast(np.min(positive)) if positive.size else None,
@@ -79,7 +86,7 @@ def get_array_stats(data: np.ndarray) -> Stats:
 
 
 def _lesser(a: Any, b: Any) -> Any:
-    """Smaller of two scalars, None meaning absent (NumPy ordering, also for complex)."""
+    """Smaller of two scalars, None meaning absent."""
     if a is None:
         return b
     if b is None:
@@ -131,7 +138,7 @@ class StatsAccumulator:
     """Fold blocks of one dtype into statistics; memory is independent of the total size."""
 
     def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
+        self.dtype = stats_dtype(dtype)
         self._first: np.ndarray | None = None
         self._blocks = 0
         self.count = 0
@@ -150,6 +157,7 @@ class StatsAccumulator:
         if values.size and not is_numeric_dtype(values.dtype):
             # An empty selection of any type has all-None stats, as in h5grove.
             raise NonNumericDataError(f"Statistics need numeric data, not dtype {values.dtype}")
+        values = modulus(values)
         self._blocks += 1
         if self._blocks == 1:
             self._first = values  # One block only: computed exactly as h5grove at the end.
@@ -261,20 +269,15 @@ class StatsAccumulator:
     def _merge_moments(self, values: np.ndarray) -> None:
         """Merge count, mean and M2 of finite values (Chan et al.'s parallel update)."""
         n = values.size
-        if np.iscomplexobj(values):
-            wide: Any = np.complex128 if values.dtype.itemsize <= 16 else values.dtype.type
-        else:
-            wide = np.float64 if values.dtype.itemsize <= 8 else values.dtype.type
+        wide = np.float64 if values.dtype.itemsize <= 8 else values.dtype.type
         deviations = values.astype(wide)  # Casting once is much faster than ufunc dtype=.
         mean = np.add.reduce(deviations) / n
         deviations -= mean
-        if np.iscomplexobj(deviations):
-            deviations = np.abs(deviations)
         deviations *= deviations
         self._merge(n, mean, np.add.reduce(deviations))
 
     def _fold(self, values: np.ndarray) -> None:
-        """Merge one piece's moments and extrema (generic: bool, complex)."""
+        """Merge one piece's moments and extrema (generic: bool, long double)."""
         values = finite_values(values)
         if values.size == 0:
             return
@@ -303,7 +306,7 @@ class StatsAccumulator:
             "min": cast(self.min),
             "max": cast(self.max),
             "mean": cast(self.mean),
-            "std": cast(math.sqrt(float(np.real(self.m2)) / self.count)),
+            "std": cast(math.sqrt(float(self.m2) / self.count)),
         }
 
 
