@@ -77,6 +77,16 @@ class H5GroveHandler(APIHandler):
             raise http_error from None
 
 
+ENDPOINT_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "meta": (),
+    "attr": ("attr_keys",),
+    "data": ("selection", "dtype", "format", "flatten"),
+    "stats": ("selection",),
+    "paths": (),
+}
+"""Arguments each endpoint reads besides file, path and resolve_links (which all read, as
+h5grove's handlers do)."""
+
 ROOT_CONTENT_TYPE = "text/html; charset=UTF-8"
 """What h5grove's tornado root handler answers (tornado's default for text)."""
 
@@ -103,7 +113,9 @@ class FileHandler(H5GroveHandler):
     endpoint: ClassVar[str] = ""
 
     def query(self) -> Query:
-        """The h5grove query arguments, with h5grove's names, defaults and stripping."""
+        """The h5grove query arguments this endpoint uses, with h5grove's names, defaults and
+        stripping. Arguments it does not use are never read (nor decoded): like h5grove, a
+        stray `format=%FF` on `meta` does not matter."""
         raw_file = self.request.query_arguments.get("file")
         if raw_file and b"\x00" in raw_file[-1]:
             # tornado would silently turn NUL into a space: refuse instead.
@@ -113,12 +125,15 @@ class FileHandler(H5GroveHandler):
             file=self.get_query_argument("file"),
             path=self.get_query_argument("path", None, strip=False),
             resolve_links=self.get_query_argument("resolve_links", None),
-            attr_keys=tuple(self.get_query_arguments("attr_keys", strip=False)),
-            selection=self.get_query_argument("selection", None),
-            dtype=self.get_query_argument("dtype", None),
-            format=self.get_query_argument("format", None),
-            flatten=parse_bool_arg(self.get_query_argument("flatten", None), fallback=False),
+            **{name: self.argument(name) for name in ENDPOINT_ARGUMENTS[self.endpoint]},
         )
+
+    def argument(self, name: str) -> Any:
+        """One endpoint-specific argument, parsed as h5grove parses it."""
+        if name == "attr_keys":
+            return tuple(self.get_query_arguments(name, strip=False))
+        value = self.get_query_argument(name, None)
+        return parse_bool_arg(value, fallback=False) if name == "flatten" else value
 
     @web.authenticated
     @authorized
