@@ -22,6 +22,7 @@ import psutil
 import pytest
 import tifffile
 from h5grove.content import create_content as oracle_content  # oracle only
+from http_clients import StatusProbe, download, status_probe
 from safety_helpers import (  # noqa: F401  (fixtures are used by name)
     MB,
     PeakRSS,
@@ -44,6 +45,10 @@ CHUNK = (1024, 1024)
 RSS_LIMIT = 512 * MB
 REFUSAL_RSS_LIMIT = 128 * MB  # a refusal decided before reading allocates next to nothing
 STATUS_LATENCY = 1.0
+"""Slowest acceptable /api/status answer while a huge answer is served: wide on purpose (a
+healthy server answers in milliseconds, a shared 2-core machine can stall any process for a
+few hundred; a blocked event loop stalls for the whole read). The tight figure is measured in
+benchmarks/."""
 
 SMALL_BUDGET = {"H5GroveApp": {"max_response_bytes": 4096, "stream_block_bytes": 4096}}
 
@@ -94,17 +99,17 @@ def huge(jp_root_dir: Path, memory_ceiling) -> Path:
     return path
 
 
-async def watch_status(jp_fetch, task: asyncio.Future, timeout: float) -> list[float]:
-    """Poll /api/status while `task` runs; return each answer's latency (bounded loop)."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + timeout
-    while not task.done() and time.monotonic() < deadline:
-        start = time.monotonic()
-        resp = await jp_fetch("api", "status", request_timeout=10)
-        latencies.append(time.monotonic() - start)
-        assert resp.code == 200
-        await asyncio.sleep(0.05)
-    return latencies
+def status_url(http_server_client, jp_base_url: str) -> str:
+    """Jupyter's /api/status, polled while big answers are served."""
+    return str(http_server_client.get_url(f"{jp_base_url.rstrip('/')}/api/status"))
+
+
+def assert_status_answered(probe: StatusProbe, start: float, end: float) -> None:
+    """/api/status answered, and in time, while [start, end] was being served."""
+    during = probe.started_within(start, end)
+    assert during and all(status == 200 for _, _, status in during), during
+    slowest = max(seconds for _, seconds, _ in during)
+    assert slowest < STATUS_LATENCY, sorted(seconds for _, seconds, _ in during)[-5:]
 
 
 # --------------------------------------------------------------------------- refusals
@@ -125,14 +130,12 @@ async def watch_status(jp_fetch, task: asyncio.Future, timeout: float) -> list[f
 async def test_huge_answer_refused_before_reading(h5get, huge, params):
     """A 3 GiB dataset asked whole in a non-streamable format: 413 that suggests a selection,
     answered fast and without the memory growing."""
-    start = time.monotonic()
     with PeakRSS() as rss:
         resp = await h5get("data", file="huge.h5", path="/huge", timeout=60, **params)
-    elapsed = time.monotonic() - start
     message = assert_error(resp, 413)
     assert "selection" in message.lower(), message
+    # Reading even a part of the 3 GiB would show here (no timing: RSS tells what was read).
     assert rss.growth < REFUSAL_RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB for a refusal"
-    assert elapsed < 5, f"refusal took {elapsed:.1f}s: decided after reading?"
 
 
 async def test_default_budget_serves_a_whole_frame(
@@ -163,25 +166,26 @@ async def test_default_budget_serves_a_whole_frame(
 
 
 async def test_huge_bin_streamed_in_bounded_memory(
-    huge, server_port, jp_base_url, jp_auth_header, jp_fetch
+    huge, http_server_client, jp_base_url, jp_auth_header
 ):
     """3 GiB as bin: 413, or streamed with the right Content-Length and bytes, RSS < 512 MB,
-    /api/status answering within 1 s meanwhile."""
+    /api/status answering within 1 s meanwhile (client and probe in processes of their own)."""
     target = h5_path(jp_base_url, "data", "file=huge.h5&path=/huge&format=bin")
-    with PeakRSS() as rss:
-        task = asyncio.ensure_future(raw_http(server_port, target, jp_auth_header, timeout=240))
-        latencies = await watch_status(jp_fetch, task, timeout=240)
-        status, headers, head = await task
+    url = http_server_client.get_url(target)
+    async with status_probe(status_url(http_server_client, jp_base_url), jp_auth_header) as probe:
+        with PeakRSS() as rss:
+            result = await download(url, jp_auth_header, hash_body=False, timeout=240)
     assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
-    if status == 413:
+    head = bytes.fromhex(result["head"])
+    if result["status"] == 413:
         assert b"selection" in head.lower()
         return
-    assert status == 200, (status, headers, head[:200])
-    assert headers.get("content-length") == str(HUGE_BYTES), headers
-    assert headers["x-bytes-read"] == str(HUGE_BYTES), headers
-    first = np.frombuffer(head[:16], "<f4") if head else np.array([])
+    assert result["status"] == 200, result
+    assert result["headers"].get("content-length") == str(HUGE_BYTES), result
+    assert result["length"] == HUGE_BYTES, result
+    first = np.frombuffer(head[:16], "<f4")
     assert first.tolist() == [2.0] * 4, first  # row 0 starts in the chunk filled with 2.0
-    assert latencies and max(latencies) < STATUS_LATENCY, f"status latencies {latencies}"
+    assert_status_answered(probe, result["start"], result["end"])
 
 
 async def test_huge_npy_streamed_header_then_disconnect(
@@ -231,18 +235,21 @@ async def test_slow_reader_does_not_make_the_server_buffer(
 # --------------------------------------------------------------------------- stats
 
 
-async def test_huge_stats_bounded_and_correct(h5get, huge, jp_fetch):
+async def test_huge_stats_bounded_and_correct(
+    h5get, huge, http_server_client, jp_base_url, jp_auth_header
+):
     """stats of 3 GiB: exact values (NaN/inf excluded), RSS < 512 MB, /api/status < 1 s."""
-    with PeakRSS() as rss:
-        task = asyncio.ensure_future(h5get("stats", file="huge.h5", path="/huge", timeout=240))
-        latencies = await watch_status(jp_fetch, task, timeout=240)
-        resp = await task
+    async with status_probe(status_url(http_server_client, jp_base_url), jp_auth_header) as probe:
+        with PeakRSS() as rss:
+            start = time.monotonic()
+            resp = await h5get("stats", file="huge.h5", path="/huge", timeout=240)
+            end = time.monotonic()
     stats = assert_ok_json(resp)
     assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MB:.0f} MB"
     expected = huge_expected_stats()
     for key, value in expected.items():
         assert stats[key] == pytest.approx(value, rel=1e-5, abs=1e-12), (key, stats, expected)
-    assert latencies and max(latencies) < STATUS_LATENCY, f"status latencies {latencies}"
+    assert_status_answered(probe, start, end)
 
 
 async def test_stats_selection_of_huge(h5get, huge):
