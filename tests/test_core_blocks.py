@@ -214,7 +214,7 @@ def test_stats_in_place_match_numpy(
     h5: h5py.File, name: str, selection: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stats read chunk by chunk into a reused buffer equal one NumPy pass within tolerance."""
-    from jupyter_h5grove import content as content_module
+    from jupyter_h5grove import dataset as dataset_module
 
     content = dataset(h5, name)
     try:
@@ -223,8 +223,8 @@ def test_stats_in_place_match_numpy(
         return
     expected = get_array_stats(finite_values(data))
     for block_bytes, group_bytes in ((64, 8), (1000, 1000), (4096, 64)):
-        monkeypatch.setattr(content_module, "STATS_BLOCK_BYTES", block_bytes)
-        monkeypatch.setattr(content_module, "STATS_GROUP_BYTES", group_bytes)
+        monkeypatch.setattr(dataset_module, "STATS_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(dataset_module, "STATS_GROUP_BYTES", group_bytes)
         result = content.data_stats(selection)
         assert result.keys() == expected.keys()
         for key, value in expected.items():

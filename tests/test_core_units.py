@@ -167,7 +167,7 @@ def test_json_of_everything(everything: h5py.File) -> None:
 
 def test_filter_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk needing an unregistered filter raises an error naming it and hdf5plugin."""
-    from jupyter_h5grove import content as content_module
+    from jupyter_h5grove import dataset as dataset_module
 
     with h5py.File(tmp_path / "nf.h5", "w") as f:
         ds = f.create_dataset(
@@ -182,7 +182,7 @@ def test_filter_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert content.metadata()["filters"][0]["id"] == 32123
         calls = (content.data, content.data_stats, lambda: list(content.iter_blocks()))
         for block_bytes in (1 << 20, 16):  # one block, then chunk by chunk
-            monkeypatch.setattr(content_module, "STATS_BLOCK_BYTES", block_bytes)
+            monkeypatch.setattr(dataset_module, "STATS_BLOCK_BYTES", block_bytes)
             for call in calls:
                 with pytest.raises(errors.FilterUnavailableError, match=r"32123.*hdf5plugin"):
                     call()
