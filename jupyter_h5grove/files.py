@@ -20,17 +20,48 @@ log = logging.getLogger(__name__)
 
 
 class FileIdentity(NamedTuple):
-    """What must be unchanged for a cached handle to still show the file as it is now."""
+    """What must be unchanged for a cached handle (or anything read from the file) to still
+    show the file as it is now. The status-change time changes on every write, also one
+    that keeps the size and restores the modification time."""
 
     dev: int
     ino: int
     size: int
     mtime_ns: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileIdentity:
         """Identity from a stat result."""
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def current_identity(os_path: str) -> FileIdentity | None:
+    """Identity of the file at `os_path` now (following symlinks), None if it cannot be
+    stat'ed."""
+    try:
+        return FileIdentity.of(os.stat(os_path))
+    except OSError:
+        return None
+
+
+def open_briefly(os_path: str, *, locking: bool) -> tuple[h5py.h5f.FileID, FileIdentity]:
+    """Open a file read-only for a moment (no SWMR, no cache, no h5py.File around it) and the
+    identity of what was opened. Close it with ``fid.close()`` once the objects taken from it
+    are released: h5py's File.close() scans every open HDF5 object of the process, which costs
+    more than the open when thousands of files are visited."""
+    fapl = _BRIEF_FAPLS.get(locking)
+    if fapl is None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_file_locking(locking, ignore_when_disabled=False)  # as h5py.File(locking=)
+        _BRIEF_FAPLS[locking] = fapl
+    fid = h5py.h5f.open(os.fsencode(os_path), h5py.h5f.ACC_RDONLY, fapl)
+    try:
+        identity = FileIdentity.of(os.fstat(fid.get_vfd_handle()))
+    except Exception:
+        fid.close()
+        raise
+    return fid, identity
 
 
 def os_error(error: OSError, shown: str) -> Exception:
@@ -78,6 +109,10 @@ def open_h5(os_path: str, shown: str, *, locking: bool) -> tuple[h5py.File, File
     except Exception:  # a driver without a file descriptor: trust the earlier stat
         opened = None
     return h5file, opened
+
+
+_BRIEF_FAPLS: dict[bool, h5py.h5p.PropFAID] = {}
+"""File access property lists of open_briefly, by locking (made once, never changed)."""
 
 
 class _Entry:

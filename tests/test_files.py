@@ -63,6 +63,33 @@ def test_overwritten_in_place_is_reopened(tmp_path: Path) -> None:
     assert read(cache, tmp_path / "a.h5") == [7, 8]
 
 
+def test_rewritten_keeping_size_and_mtime_is_reopened(tmp_path: Path) -> None:
+    """A file rewritten in place whose size and modification time are then restored (as some
+    copy tools do) is seen by its status-change time, which no program can set: an open
+    handle would still show the object header HDF5 cached (here, an attribute's old name)."""
+    cache = FileCache(4)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["x"] = [1, 2]
+        f["x"].attrs["scale"] = 1
+
+    def attributes() -> list[str]:
+        with cache.open(str(tmp_path / "a.h5"), "a.h5") as f:
+            return list(f["x"].attrs)
+
+    assert attributes() == ["scale"]
+    before = os.stat(tmp_path / "a.h5")
+    code = (
+        "import h5py, sys; f = h5py.File(sys.argv[1], 'r+');"
+        "h5py.h5a.rename(f['x'].id, b'scale', b'gauge'); f.close()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.h5")], check=True)
+    os.utime(tmp_path / "a.h5", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(tmp_path / "a.h5")
+    unchanged = (after.st_ino, after.st_size, after.st_mtime_ns)
+    assert unchanged == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert attributes() == ["gauge"]
+
+
 def test_deleted_then_recreated(tmp_path: Path) -> None:
     """Deleted: 404 (and the handle is dropped); recreated: the new content."""
     cache = FileCache(4)
