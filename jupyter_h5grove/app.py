@@ -12,6 +12,8 @@ from traitlets import Bool, Int, TraitError, Unicode, validate
 
 from . import handlers
 from .files import FileCache
+from .linkmemo import DEFAULT_SIZE as DEFAULT_LINK_CACHE_SIZE
+from .linkmemo import LinkMemo
 from .paths import RootPolicy
 from .service import Limits, Service
 
@@ -87,6 +89,14 @@ class H5GroveApp(ExtensionApp):
         "costs a file descriptor and HDF5's small metadata cache.",
     ).tag(config=True)
 
+    link_cache_size = Int(
+        DEFAULT_LINK_CACHE_SIZE,
+        help="Descriptions of external-link targets (the scan files of a NeXus master file) "
+        "remembered across requests for group metadata, each reused only while a stat of its "
+        "files still gives their identity (device, inode, size, modification and "
+        "status-change times); a few hundred bytes each. 0 disables.",
+    ).tag(config=True)
+
     @validate("url_prefix")
     def _valid_prefix(self, proposal: dict[str, Any]) -> str:
         """Strip slashes so `h5web`, `/h5web/` and `h5web/` mean the same prefix."""
@@ -122,6 +132,7 @@ class H5GroveApp(ExtensionApp):
                 background=self.executor.submit,
             ),
             Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
+            LinkMemo(self.link_cache_size),
         )
         self.log.info(
             "jupyter_h5grove | serving HDF5 files of %s at %s",

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import h5py
 
-from .dataset import DatasetContent
+from .dataset import DatasetContent, dataset_metadata
 from .entities import (
     EntityContent,
     ExternalLinkContent,
@@ -34,7 +34,9 @@ from .entities import (
     SoftLinkContent,
     _text,
 )
-from .guard import Guard, resolve_entity
+from .errors import ForbiddenError
+from .guard import Guard, describe_external, resolve_entity
+from .linkmemo import Described
 from .models import DatatypeMetadata, EntityMetadata, GroupMetadata, LinkResolution
 from .typeinfo import get_type_metadata
 from .utils import hdf_path_join, sorted_dict
@@ -64,7 +66,83 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
 
     def _get_child_metadata_content(self, depth: int = 0) -> list[EntityMetadata]:
         """Metadata of each child, links resolved when valid (as h5grove)."""
-        return [self._child(name).metadata(depth) for name in self._h5py_entity]
+        if depth != 0 or self._guard is None:
+            return [self._child(name).metadata(depth) for name in self._h5py_entity]
+        filename = self._h5py_entity.file.filename  # relative link targets start there
+        return [self._child_metadata(name, filename, self._guard) for name in self._h5py_entity]
+
+    def _child_metadata(self, name: str | bytes, filename: str, guard: Guard) -> EntityMetadata:
+        """A child's metadata (depth 0); the target of an external link is described through
+        the guard, and remembered across requests while its files are unchanged."""
+        target = self._external_target(name)
+        if target is None:
+            return self._child(name).metadata(0)
+        path = hdf_path_join(self._path, _text(name))
+        found = describe_external(guard, filename, *target, _describe_briefly)
+        if isinstance(found, Described) and found.metadata is not None:
+            return cast(EntityMetadata, {**found.metadata, "name": _text(name)})
+        refused = str(found) if isinstance(found, ForbiddenError) else None
+        return ExternalLinkContent(path, h5py.ExternalLink(*target), refused=refused).metadata()
+
+    def _external_target(self, name: str | bytes) -> tuple[str, str] | None:
+        """(file, path) of the child if it is an external link with a UTF-8 name."""
+        if isinstance(name, bytes):
+            return None  # shown unresolved by _undecodable_child
+        raw = name.encode("utf-8")
+        links = self._h5py_entity.id.links
+        try:
+            if links.get_info(raw).type != h5py.h5l.TYPE_EXTERNAL:
+                return None
+            target_file, target_path = links.get_val(raw)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            return None  # Let create_content report it as h5grove would.
+        return _text(target_file), _text(target_path)
+
+    def paths(self, resolve_links: LinkResolution = LinkResolution.ONLY_VALID) -> list[str]:
+        """The group's path and the path of every link below it (h5grove's /paths answer).
+
+        Each link is checked as h5grove checks it: with ``ALL`` it must resolve (LinkError, or
+        ForbiddenError when a guard refused its target); with ``ONLY_VALID`` and ``NONE`` a
+        soft or external link is listed whatever its target, so it is not resolved at all.
+        Names that are not UTF-8 are listed with replacement characters, unchecked.
+        """
+        names = [self._path]
+        failures: list[Exception] = []
+        links = self._h5py_entity.id.links
+        resolve_all = LinkResolution(resolve_links) == LinkResolution.ALL
+        filename = self._h5py_entity.file.filename
+
+        def visit(raw: bytes) -> int | None:
+            name = _text(raw)
+            path = hdf_path_join(self._path, name)
+            try:
+                kind = links.get_info(raw).type
+                if name.encode("utf-8", "replace") != raw:
+                    pass  # cannot be asked for by name: listed as is
+                elif kind == h5py.h5l.TYPE_EXTERNAL and resolve_all:
+                    self._check_external(path, links.get_val(raw), filename)
+                elif kind == h5py.h5l.TYPE_HARD or resolve_all:
+                    create_content(self._h5file, path, resolve_links, guard=self._guard)
+                names.append(path)
+            except Exception as error:  # raising inside HDF5's iteration: a SystemError
+                failures.append(error)
+                return 1  # stops the iteration
+            return None
+
+        links.visit(visit)
+        if failures:
+            raise failures[0]
+        return names
+
+    def _check_external(self, path: str, value: tuple[bytes, bytes], filename: str) -> None:
+        """Raise as ``create_content(path, ALL)`` would if the external link does not resolve;
+        with a guard, a target known to resolve (its files unchanged) is not opened again."""
+        if self._guard is not None:
+            target = (_text(value[0]), _text(value[1]))
+            found = describe_external(self._guard, filename, *target, _describe_briefly)
+            if isinstance(found, Described) and found.metadata is not None:
+                return
+        create_content(self._h5file, path, LinkResolution.ALL, guard=self._guard)
 
     def _child(self, name: str | bytes) -> EntityContent:
         """Content of a child: hard links opened from this group, no walk from the root."""
@@ -141,6 +219,16 @@ def create_content(
         path = "/"
     entity, refused = resolve_entity(h5file, path, LinkResolution(resolve_links), guard)
     return _wrap(path, entity, h5file, guard, refused)
+
+
+def _describe_briefly(location: Any) -> dict[str, Any]:
+    """Metadata (depth 0) of a low-level HDF5 object whose file is open for a moment only
+    (no guard kept); the name is the caller's to set."""
+    kind = h5py.h5i.get_type(location)
+    if kind == h5py.h5i.DATASET:  # h5py.Dataset() would read the dataset's properties
+        return dict(dataset_metadata(location, ""))
+    entity = h5py.Group(location) if kind == h5py.h5i.GROUP else h5py.Datatype(location)
+    return dict(_wrap("/", entity, entity.file, None).metadata(0))
 
 
 def _wrap(

@@ -54,6 +54,21 @@ def _filtered_chunk_nbytes(dataset: h5py.Dataset) -> int:
     return math.prod(dataset.chunks) * dataset.dtype.itemsize
 
 
+def dataset_metadata(dataset_id: h5py.h5d.DatasetID, name: str) -> DatasetMetadata:
+    """A dataset's metadata from its low-level id (no h5py.Dataset needed)."""
+    plist = dataset_id.get_create_plist()  # Read once for both chunks and filters.
+    chunked = plist.get_layout() == h5py.h5d.CHUNKED
+    return {  # Keys in sorted order, as h5grove's sorted_dict gives them.
+        "attributes": attributes_metadata(dataset_id),
+        "chunks": plist.get_chunk() if chunked else None,
+        "filters": filters_of(plist),
+        "kind": DatasetContent.kind,
+        "name": name,
+        "shape": dataset_id.shape,
+        "type": cached_type_metadata(dataset_id.get_type()),
+    }
+
+
 class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
     """A dataset: metadata, data and statistics."""
 
@@ -61,18 +76,7 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
 
     def metadata(self, depth: int | None = None) -> DatasetMetadata:
         """Layout, compression, shape and type, plus attributes."""
-        dataset_id = self._h5py_entity.id
-        plist = dataset_id.get_create_plist()  # Read once for both chunks and filters.
-        chunked = plist.get_layout() == h5py.h5d.CHUNKED
-        return {  # Keys in sorted order, as h5grove's sorted_dict gives them.
-            "attributes": attributes_metadata(dataset_id),
-            "chunks": plist.get_chunk() if chunked else None,
-            "filters": filters_of(plist),
-            "kind": self.kind,
-            "name": self.name,
-            "shape": dataset_id.shape,
-            "type": cached_type_metadata(dataset_id.get_type()),
-        }
+        return dataset_metadata(self._h5py_entity.id, self.name)
 
     def _select(self, selection: Selection) -> Selected | None:
         """Checked selection, or None for a null dataspace (which accepts no selection)."""

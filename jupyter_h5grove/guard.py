@@ -19,15 +19,29 @@ What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` p
   unreadable. The returned file must stay open while contents made from it are in use.
 - ``allows(os_path) -> bool``: whether an absolute OS path lies inside the root (used for
   VDS source files and external raw storage files).
+- ``locate(from_file, target_file) -> (os_path, FileIdentity)``: the file ``open_file`` would
+  open, and its identity, with the same refusals, opening nothing.
+- ``visit(os_path)``: a context manager giving the file at an OS path ``locate`` returned
+  (a low-level ``h5py.h5f.FileID``), open only for the ``with`` block (used to describe
+  thousands of link targets one by one), and its identity.
+- ``memo``: a :class:`~jupyter_h5grove.linkmemo.LinkMemo` keeping descriptions of link
+  targets across requests, or None; ``policy_key()``: whatever else ``allows`` depends on
+  (it is part of the memo's keys).
+
+:func:`external_target` resolves an external link through briefly opened files, recording
+each file's identity, for the descriptions the memo keeps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
 import posixpath
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any, Protocol
 
 import h5py
@@ -39,6 +53,8 @@ from .errors import (
     NotFoundError,
     PathError,
 )
+from .files import FileIdentity, open_briefly
+from .linkmemo import BROKEN, Described, LinkMemo
 from .models import LinkResolution
 
 MAX_LINK_HOPS = 16
@@ -62,6 +78,20 @@ class Guard(Protocol):
         """Whether ``os_path`` lies inside the served root."""
         ...
 
+    def locate(self, from_file: str, target_file: str) -> tuple[str, FileIdentity]:
+        """Where the target of an external link found in ``from_file`` is (or raise)."""
+        ...
+
+    def visit(self, os_path: str) -> AbstractContextManager[tuple[h5py.h5f.FileID, FileIdentity]]:
+        """A located file, open for a ``with`` block only, and its identity."""
+        ...
+
+    memo: LinkMemo | None
+
+    def policy_key(self) -> Any:
+        """What the verdicts of ``allows`` depend on besides the path."""
+        ...
+
 
 class RootGuard:
     """A ready Guard: everything under ``root_dir`` is allowed, nothing else."""
@@ -71,10 +101,15 @@ class RootGuard:
         root_dir: str,
         follow_symlinks_outside: bool = True,
         open_file: Callable[[str], h5py.File] | None = None,
+        *,
+        memo: LinkMemo | None = None,
+        locking: bool = False,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
         self.follow_symlinks_outside = follow_symlinks_outside
         self._open: Callable[[str], h5py.File] = open_file or _open_read_only
+        self.memo = memo
+        self.locking = locking
 
     @functools.cached_property
     def real_root(self) -> str:
@@ -90,17 +125,39 @@ class RootGuard:
 
     def open_file(self, from_file: str, target_file: str) -> h5py.File:
         """Open an external link's target if allowed (also relocated next to the linking file)."""
+        return self._open(self.locate(from_file, target_file)[0])
+
+    def locate(self, from_file: str, target_file: str) -> tuple[str, FileIdentity]:
+        """The first candidate HDF5 would open that is allowed and a regular file."""
         refused = False
         for candidate in link_target_candidates(from_file, target_file):
             if not self.allows(candidate):
                 refused = True
-            elif os.path.isfile(candidate):
-                return self._open(candidate)
+                continue
+            try:
+                found = os.stat(candidate)
+            except OSError:
+                continue
+            if stat.S_ISREG(found.st_mode):
+                return candidate, FileIdentity.of(found)
         if refused:
             raise ForbiddenError(
                 f"External link target {target_file!r} is outside the served directory"
             )
         raise NotFoundError(f"External link target {target_file!r} not found")
+
+    @contextlib.contextmanager
+    def visit(self, os_path: str) -> Iterator[tuple[h5py.h5f.FileID, FileIdentity]]:
+        """A located file, open (read-only, uncached) for the ``with`` block only."""
+        fid, identity = open_briefly(os_path, locking=self.locking)
+        try:
+            yield fid, identity
+        finally:
+            fid.close()
+
+    def policy_key(self) -> Any:
+        """Nothing but the constructor's arguments decides ``allows``."""
+        return None
 
 
 def _open_read_only(path: str) -> h5py.File:
@@ -165,10 +222,16 @@ class _Broken(Exception):
     """A link on the way cannot be followed (missing target, loop, unreadable file)."""
 
 
+class _Opener(Protocol):
+    """What the walker asks of a guard: open an external link's target."""
+
+    def open_file(self, from_file: str, target_file: str) -> h5py.File: ...
+
+
 class _Walker:
     """Resolve a path segment by segment, opening external files only through a guard."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: _Opener) -> None:
         self.guard = guard
         self.hops = 0
 
@@ -244,9 +307,13 @@ class _Walker:
 
     def _walk(self, file: h5py.File, path: str) -> tuple[Any, h5py.File, str]:
         """Follow an absolute path completely (links included) inside a link's target."""
+        names = [n for n in path.split("/") if n not in ("", ".")]
+        found = _hard_linked(file, names) if names else None
+        if found is not None:  # The common case: hard links only, one lookup per segment.
+            return found, file, "/" + "/".join(names)
         obj: Any = file["/"]
         where = "/"
-        for name in (n for n in path.split("/") if n not in ("", ".")):
+        for name in names:
             if not isinstance(obj, h5py.Group):
                 raise _Broken(f"{where} is not a group")
             try:
@@ -263,25 +330,109 @@ class _Walker:
         return obj, file, where
 
 
-def _hard_linked(h5file: h5py.File, names: list[str]) -> Any:
-    """The object at ``names`` if every segment is a hard link (else None), each opened
-    relative to its parent: the walk without link objects and absolute re-lookups."""
-    location: Any = h5file.id
+class _Brief:
+    """A guard for one external_target call: link targets are opened briefly (closed when the
+    call ends) and every file read is recorded with its identity."""
+
+    def __init__(self, guard: Guard, files: ExitStack) -> None:
+        self.guard = guard
+        self.handles = files
+        self.read: list[tuple[str, FileIdentity]] = []
+
+    def open_file(self, from_file: str, target_file: str) -> h5py.File:
+        os_path, _ = self.guard.locate(from_file, target_file)
+        return h5py.File(self.open_located(os_path))
+
+    def open_located(self, os_path: str) -> h5py.h5f.FileID:
+        fid, identity = self.handles.enter_context(self.guard.visit(os_path))
+        self.read.append((os_path, identity))
+        return fid
+
+
+@contextlib.contextmanager
+def external_target(
+    guard: Guard, os_path: str, target_path: str
+) -> Iterator[tuple[Any, list[tuple[str, FileIdentity]]]]:
+    """The low-level HDF5 object (an ``ObjectID``) an external link names, its target file
+    already located at ``os_path``, or None if the link is broken or refused further on; and
+    the (OS path, identity) of every file read to find it, the target file first. The files
+    are open for the ``with`` block only: release the object before it ends."""
+    with ExitStack() as files:
+        brief = _Brief(guard, files)
+        names = [n for n in target_path.split("/") if n not in ("", ".")]
+        target: Any = None
+        try:
+            fid = brief.open_located(os_path)
+            target = _hard_linked_id(fid, names) if names else h5py.h5o.open(fid, b"/")
+            if target is None:  # soft or external links inside the target: walk them
+                target = _Walker(brief)._walk(h5py.File(fid), target_path)[0].id
+        except (ForbiddenError, _Broken, *_BROKEN):
+            target = None
+        try:
+            yield target, brief.read
+        finally:
+            target = None  # HDF5 closes a file once the objects taken from it are released
+
+
+def describe_external(
+    guard: Guard,
+    from_file: str,
+    target_file: str,
+    target_path: str,
+    describe: Callable[[Any], dict[str, Any]],
+) -> Described | ForbiddenError:
+    """The description of what an external link stored in ``from_file`` (an OS path) names,
+    made by ``describe(entity)`` or taken from the guard's memo; the guard's refusal when the
+    target file lies outside the root.
+
+    Costs a stat when the memo knows the target; otherwise the target file is open only while
+    it is described.
+    """
     try:
-        for name in names:
-            if h5py.h5i.get_type(location) not in (h5py.h5i.FILE, h5py.h5i.GROUP):
-                return None
-            raw = name.encode("utf-8")
-            if location.links.get_info(raw).type != h5py.h5l.TYPE_HARD:
-                return None
-            location = h5py.h5o.open(location, raw)
-    except _BROKEN:
+        os_path, identity = guard.locate(from_file, target_file)
+    except ForbiddenError as refusal:
+        return refusal
+    except (OSError, NotFoundError, H5GroveError):
+        return BROKEN
+    key = (os_path, target_path, guard.policy_key())
+    memo = guard.memo
+    found = memo.get(key, identity) if memo is not None else None
+    if found is None:
+        with external_target(guard, os_path, target_path) as (entity, read):
+            metadata = None if entity is None else describe(entity)
+            del entity  # release the target's objects before its file is closed
+        found = Described(metadata, tuple(read) or ((os_path, identity),))
+        if memo is not None:
+            memo.put(key, found)
+    return found
+
+
+def _hard_linked(h5file: h5py.File, names: list[str]) -> Any:
+    """The object at ``names`` (h5py's wrapper) if every segment is a hard link, else None."""
+    location = _hard_linked_id(h5file.id, names)
+    if location is None:
         return None
     kind = h5py.h5i.get_type(location)
     if kind == h5py.h5i.DATASET:  # As h5py's Group.__getitem__ wraps it.
         return h5py.Dataset(location, readonly=h5file.mode == "r")
     wrapper = _WRAPPERS.get(kind)
     return wrapper(location) if wrapper is not None else None
+
+
+def _hard_linked_id(fid: h5py.h5f.FileID, names: list[str]) -> Any:
+    """The low-level object at ``names`` if every segment is a hard link (else None): the walk
+    without link objects. Each prefix's link is checked from the root (no intermediate object
+    is opened), so HDF5 traverses only hard links when it opens the object."""
+    links = fid.links
+    path = b""
+    try:
+        for name in names:
+            path += b"/" + name.encode("utf-8")
+            if links.get_info(path).type != h5py.h5l.TYPE_HARD:
+                return None
+        return h5py.h5o.open(fid, path)
+    except _BROKEN:
+        return None
 
 
 _WRAPPERS: dict[int, Callable[[Any], Any]] = {

@@ -32,11 +32,12 @@ from .errors import (
 )
 from .files import FileCache
 from .guard import RootGuard
+from .linkmemo import LinkMemo
 from .models import LinkResolution
 from .paths import RootPolicy
 from .selection import SelectionInfo
 from .typeinfo import is_numeric_dtype
-from .utils import hdf_path_join, parse_link_resolution_arg
+from .utils import parse_link_resolution_arg
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,24 @@ def check_chunks(content: DatasetContent, info: SelectionInfo, limit: int) -> No
 class PolicyGuard(RootGuard):
     """The core's RootGuard with paths.py's rule; link targets are leased from the cache."""
 
-    def __init__(self, policy: RootPolicy, files: FileCache, resources: ExitStack) -> None:
+    def __init__(
+        self, policy: RootPolicy, files: FileCache, resources: ExitStack, memo: LinkMemo
+    ) -> None:
         """Leases taken through `resources` end with the request (or its stream)."""
-        super().__init__(policy.root, policy.allow_symlinks_outside_root, open_file=self.lease)
+        super().__init__(
+            policy.root,
+            policy.allow_symlinks_outside_root,
+            open_file=self.lease,
+            memo=memo,
+            locking=files.locking,
+        )
         self.policy = policy
         self.files = files
         self.resources = resources
+
+    def policy_key(self) -> bool:
+        """Whether hidden files are allowed: the one part of the rule that can change."""
+        return self.policy.allow_hidden()
 
     def allows(self, os_path: str) -> bool:
         """Same rule as for `file` (inside the root, not hidden, ...), and no FIFOs or devices:
@@ -146,11 +159,14 @@ class PolicyGuard(RootGuard):
 class Service:
     """Everything a request needs, shared by all handlers: root policy, open files, limits."""
 
-    def __init__(self, policy: RootPolicy, files: FileCache, limits: Limits) -> None:
+    def __init__(
+        self, policy: RootPolicy, files: FileCache, limits: Limits, memo: LinkMemo | None = None
+    ) -> None:
         """Keep the collaborators; nothing is opened yet."""
         self.policy = policy
         self.files = files
         self.limits = limits
+        self.memo = LinkMemo() if memo is None else memo
 
     def run(self, query: Query) -> Reply | Stream:
         """Answer one request; every error raised is a domain error from errors.py."""
@@ -168,7 +184,7 @@ class Service:
         os_path = self.policy.resolve(query.file)
         with ExitStack() as resources:
             h5file = resources.enter_context(self.files.open(os_path, query.file))
-            guard = PolicyGuard(self.policy, self.files, resources)
+            guard = PolicyGuard(self.policy, self.files, resources, self.memo)
             content = create_content(h5file, query.path, resolve_links, guard=guard)
             result = ENDPOINTS[query.endpoint](self, content, query)
             if isinstance(result, Stream):
@@ -234,29 +250,7 @@ class Service:
         """Paths of the group and of every entity below it, as h5grove lists them."""
         if not isinstance(content, GroupContent):
             raise EntityKindError(f"{content.path} is a {content.kind}, not a group: no paths")
-        return _reply(encode(list_paths(content, _links(query))))
-
-
-def list_paths(group: GroupContent, resolve_links: LinkResolution) -> list[str]:
-    """h5grove's /paths answer: the group and every link below it, each checked like h5grove."""
-    names = [group.path]
-    failures: list[Exception] = []
-
-    def visit(name: bytes) -> int | None:
-        path = hdf_path_join(group.path, name.decode())
-        try:
-            names.append(
-                create_content(group._h5file, path, resolve_links, guard=group._guard).path
-            )
-        except Exception as error:  # raising inside HDF5's iteration would be a SystemError
-            failures.append(error)
-            return 1  # stops the iteration
-        return None
-
-    group._h5py_entity.id.links.visit(visit)
-    if failures:
-        raise failures[0]
-    return names
+        return _reply(encode(content.paths(_links(query))))
 
 
 def _links(query: Query) -> LinkResolution:

@@ -10,11 +10,14 @@ from typing import Any
 
 import h5py
 import pytest
+from jupyter_server.utils import url_path_join
 from traitlets.config import Config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 PREFIX = "h5grove"
+ORACLE = "h5grove-oracle"
+"""Where h5grove 4.0.0's own tornado handlers are mounted by the `oracle` fixture."""
 
 Params = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
@@ -104,3 +107,36 @@ def error_message(response: Any, *statuses: int) -> str:
     assert set(body) == {"message"}, body
     assert isinstance(body["message"], str) and body["message"]
     return str(body["message"])
+
+
+@pytest.fixture
+def oracle(jp_web_app, jp_root_dir, jp_base_url):
+    """Mount h5grove 4.0.0's tornado handlers over the same root, unauthenticated, test only."""
+    from h5grove.tornado_utils import get_handlers
+
+    base = url_path_join(jp_base_url, ORACLE)
+    routes = [
+        (base + route.rstrip("/"), cls, kw) for route, cls, kw in get_handlers(str(jp_root_dir))
+    ]
+    jp_web_app.add_handlers(".*$", routes)
+
+
+@pytest.fixture
+def both(http_server_client, jp_base_url, jp_auth_header, oracle, prefix):
+    """Send one query to h5grove's handlers and to ours; return (theirs, ours)."""
+
+    async def fetch(endpoint: str, pairs: Params, file: str, raw: str = ""):
+        query = query_string(
+            [("file", file), *(pairs.items() if isinstance(pairs, Mapping) else pairs)], raw
+        )
+        responses = []
+        for where in (ORACLE, prefix):
+            url = url_path_join(jp_base_url, where, endpoint) + "?" + query
+            responses.append(
+                await http_server_client.fetch(
+                    url, headers=jp_auth_header, raise_error=False, request_timeout=120
+                )
+            )
+        return responses
+
+    return fetch

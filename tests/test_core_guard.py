@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -13,6 +15,7 @@ from h5fixtures import build_containment_tree, build_everything_file
 from jupyter_h5grove import errors
 from jupyter_h5grove.content import create_content
 from jupyter_h5grove.encoders import stream_encode
+from jupyter_h5grove.files import FileIdentity
 from jupyter_h5grove.guard import RootGuard, link_target_candidates
 from jupyter_h5grove.models import LinkResolution
 
@@ -36,6 +39,12 @@ class CountingGuard(RootGuard):
         f = super().open_file(from_file, target_file)
         self.opened.append(f.filename)
         return f
+
+    @contextlib.contextmanager
+    def visit(self, os_path: str) -> Iterator[tuple[h5py.h5f.FileID, FileIdentity]]:
+        with super().visit(os_path) as (fid, identity):
+            self.opened.append(os.fsdecode(fid.name))
+            yield fid, identity
 
 
 def test_without_guard_everything_is_followed(tree: tuple[Path, Path]) -> None:
@@ -89,6 +98,7 @@ def test_links_outside_root_are_blocked(tree: tuple[Path, Path], path: str) -> N
         kinds = {child["name"]: child["kind"] for child in meta["children"]}
         assert kinds["ext_outside"] == "external_link"
         assert kinds["ext_inside"] == "dataset"
+    assert guard.opened, "the inside target was described without being opened?"
     assert all(os.path.commonpath([p, str(root)]) == str(root) for p in guard.opened)
 
 

@@ -14,10 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from conftest import error_message, query_string
-from jupyter_server.utils import url_path_join
+from conftest import error_message
 
-ORACLE = "h5grove-oracle"
 COMPARED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length")
 REFUSED_ON_PURPOSE = {
     ("data", "tiff"): "TIFF is documented as 2D only: h5grove writes odd files for 1D/3D",
@@ -127,18 +125,6 @@ def cases() -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 @pytest.fixture
-def oracle(jp_web_app, jp_root_dir, jp_base_url):
-    """Mount h5grove 4.0.0's tornado handlers over the same root, unauthenticated, test only."""
-    from h5grove.tornado_utils import get_handlers
-
-    base = url_path_join(jp_base_url, ORACLE)
-    routes = [
-        (base + route.rstrip("/"), cls, kw) for route, cls, kw in get_handlers(str(jp_root_dir))
-    ]
-    jp_web_app.add_handlers(".*$", routes)
-
-
-@pytest.fixture
 def sample(write_h5):
     """The sample file and the target of its external link."""
     write_h5("other.h5", lambda f: f.create_dataset("values", data=np.arange(3.0)))
@@ -146,20 +132,11 @@ def sample(write_h5):
 
 
 @pytest.fixture
-def both(http_server_client, jp_base_url, jp_auth_header, oracle, sample):
-    """Send one query to h5grove and to us; return both responses."""
+def both(both, sample):
+    """conftest's `both`, on the sample file by default."""
 
-    async def fetch(
-        endpoint: str, pairs: list[tuple[str, str]], file: str = "sample.h5", raw: str = ""
-    ):
-        query = query_string([("file", file), *pairs], raw)
-        responses = []
-        for prefix in (ORACLE, "h5grove"):
-            url = url_path_join(jp_base_url, prefix, endpoint) + "?" + query
-            responses.append(
-                await http_server_client.fetch(url, headers=jp_auth_header, raise_error=False)
-            )
-        return responses
+    async def fetch(endpoint: str, pairs: list[tuple[str, str]], file: str = "sample.h5", raw=""):
+        return await both(endpoint, pairs, file, raw)
 
     return fetch
 
