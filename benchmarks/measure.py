@@ -172,6 +172,34 @@ def interleaved(
 Answer = tuple[int, bytes, dict[str, str], float]  # status, body, headers, seconds
 
 
+def one_round(clients: dict[str, Client], query: str, rng: random.Random) -> dict[str, Answer]:
+    """One request `query` to each side (name -> client), in a random order."""
+    order = list(clients.items())
+    rng.shuffle(order)
+    return {name: client.api(query) for name, client in order}
+
+
+def wait_idle(
+    servers: Sequence[Server], quiet_s: float = 0.25, cpu_share: float = 0.02, timeout: float = 10.0
+) -> bool:
+    """Wait until no server uses more than `cpu_share` of a CPU over `quiet_s` (Jupyter
+    finishes starting its extensions after it answers). False if still busy at `timeout`."""
+    procs = [psutil.Process(s.pid) for s in servers]
+
+    def cpu() -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in procs]  # user + system
+
+    deadline = time.monotonic() + timeout
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        after = cpu()
+        if all(b - a <= cpu_share * quiet_s for a, b in zip(before, after, strict=True)):
+            return True
+        before = after
+    return False
+
+
 # ---- concurrency: load generators and a probe, each in its own process (no shared GIL) ----
 
 

@@ -1,16 +1,19 @@
 """Benchmark jupyter_h5grove against h5grove 4.0.0 and jupyterlab-h5web's server, side by
-side on loopback (issue 6).
+side on loopback (issues 6 and 10).
 
-python benchmarks/run.py            # full run (~5 min, first run also generates ~1.6 GB)
-python benchmarks/run.py --quick    # smoke run (< 1 min, reduced data)
+python benchmarks/run.py                # full run (first run also generates ~1.7 GB)
+python benchmarks/run.py --quick        # smoke run (reduced data, few rounds)
+python benchmarks/run.py --only nexus   # the NeXus master-file rows only
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
+import random
 import sys
 import tempfile
 import time
@@ -23,11 +26,21 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data as d
-from measure import Answer, Client, PairResult, RssSampler, interleaved, load
+from measure import (
+    Answer,
+    Client,
+    PairResult,
+    RssSampler,
+    interleaved,
+    load,
+    one_round,
+    wait_idle,
+)
+from nexus import BATCH, ScratchNexus
 from profiling import PySpy, summarise
 from report import OtherLoad, Row, machine_info, ms, table
 from servers import Lineup, Server, started
-from workloads import Workload, heatmap_mix, workloads
+from workloads import CHANGED, FIRST, Workload, heatmap_mix, workloads
 
 STATS_RTOL = 1e-4  # float32 sums in a different order differ in the last digits
 RSS_LIMIT_MB = 256
@@ -181,6 +194,104 @@ def samples(w: Workload, quick: bool) -> int:
     return max(w.min_pairs if quick else 1, w.pairs // 10 if quick else w.pairs)
 
 
+def _record_round(res: PairResult, answers: dict[str, Answer]) -> None:
+    for side, (_, _, _, elapsed) in answers.items():
+        getattr(res, side).append(elapsed)
+
+
+def run_first(
+    lineup: Lineup, workdir: Path, w: Workload, quick: bool, rng: random.Random
+) -> tuple[list[Row], dict]:
+    """A FIRST row: per sample, start the servers, wait until they are ready and idle, send
+    each exactly one request `w.request(sample)` (in a random order), stop them."""
+    if not w.h5web:
+        lineup = dataclasses.replace(lineup, h5web=False)
+    res, same = PairResult(), Verdicts(w)
+    n = samples(w, quick)
+    for k in range(n):
+        t0 = time.monotonic()
+        with started(lineup, workdir) as servers:
+            t_ready = time.monotonic() - t0
+            idle = wait_idle(list(servers.values()))
+            clients = {side: Client(server) for side, server in servers.items()}
+            query = w.request(k)
+            answers = one_round(clients, query, rng)
+            for client in clients.values():
+                client.close()
+        _record_round(res, answers)
+        same.add(query, answers, f"sample {k}")
+        log(
+            f"  {w.label}: sample {k + 1}/{n}: ready in {t_ready:.1f} s"
+            f"{'' if idle else ' (not idle after 10 s)'}, " + _times(answers)
+        )
+    log(f"  {w.label}: {_ratios(res)}")
+    return [_row(w, res, same)], _record(w, res, same)
+
+
+def run_changed(
+    clients: dict[str, Client],
+    root: Path,
+    w: Workload,
+    quick: bool,
+    rng: random.Random,
+    profile_dir: Path | None,
+    native: bool,
+) -> tuple[list[Row], dict]:
+    """A CHANGED row, on the running servers and a scratch copy of the NeXus folder.
+
+    Per sample: change the next batch of scan files (nexus.ScratchNexus.change), time one
+    request per server (random order) and compare the answers (a stale cache shows as DIFF),
+    then write the originals back and send one unrecorded request per server (also compared),
+    so that the next sample starts from servers in step with the files.
+    """
+    clients = sides_for(clients, w)
+    res, same = PairResult(), Verdicts(w)
+    n = samples(w, quick)
+    with ScratchNexus(root) as scratch:
+        for i in range(w.warmup):  # not recorded
+            same.add(w.request(i), one_round(clients, w.request(i), rng), "warm-up")
+        before = base_answer(clients, w.request(0))  # with every target as generated
+        spy = None
+        if profile_dir:
+            spy = PySpy(clients["ours"].server.pid, profile_dir / f"{w.key}.txt", native)
+        for k in range(n):
+            batch = scratch.batch(k)
+            done = scratch.change(batch, seed=k + 1)
+            query = w.request(k)
+            answers = one_round(clients, query, rng)
+            _record_round(res, answers)
+            same.add(query, answers, f"sample {k}, {len(batch)} targets changed")
+            if answers["base"][1] == before:
+                log(f"  ! {w.key}: h5grove's answer did not change: the changes are not seen")
+            scratch.restore(batch)
+            synced = one_round(clients, query, rng)  # not recorded
+            same.add(query, synced, f"sample {k}, after restoring the originals")
+            if synced["base"][1] != before:
+                log(f"  ! {w.key}: h5grove's answer differs after restoring the originals")
+            log(f"  {w.label}: sample {k + 1}/{n}: {done}; " + _times(answers))
+        if spy:
+            spy.stop()
+            (profile_dir / f"{w.key}.summary.txt").write_text(summarise(spy.out))
+    log(f"  {w.label}: {_ratios(res)}")
+    return [_row(w, res, same)], _record(w, res, same)
+
+
+def base_answer(clients: dict[str, Client], query: str) -> bytes:
+    """h5grove's answer (the reference)."""
+    status, body, _, _ = clients["base"].api(query)
+    if status != 200:
+        raise RuntimeError(f"h5grove: HTTP {status} for {query}: {body[:200]!r}")
+    return body
+
+
+SIDE_NAMES = {"ours": "ours", "base": "h5grove", "h5web": "h5web"}
+
+
+def _times(answers: dict[str, Answer]) -> str:
+    """The latencies of one round, in the order the requests were sent."""
+    return ", ".join(f"{SIDE_NAMES[side]} {ms(a[3])}" for side, a in answers.items())
+
+
 def _ratios(res: PairResult) -> str:
     text = f"ratio {res.ratio():.2f}"
     return text + (f", ours/h5web {res.ratio('h5web'):.2f}" if res.h5web else "")
@@ -208,6 +319,7 @@ def _record(w: Workload, res: PairResult, same: Verdicts) -> dict:
     record = {
         "key": w.key,
         "label": w.label,
+        "method": w.method,
         "target": w.target,
         "same": same.cell(),
         "same_by_side": same.record(),
@@ -317,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated workload keys to run "
+        help="comma-separated workload keys or groups to run "
         "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
-        "line_json, export_npy, stats, many_one, many_rr, concurrency)",
+        "line_json, export_npy, stats, many_one, many_rr, concurrency; group nexus: "
+        "nexus_meta_first, nexus_meta, nexus_paths_first, nexus_paths, nexus_meta_changed)",
     )
     parser.add_argument(
         "--ours",
@@ -354,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="record py-spy samples of our server per workload into DIR "
-        "(timings of such a run are perturbed)",
+        "(timings of such a run are perturbed; not for the first-request rows)",
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     args = parser.parse_args(argv)
@@ -362,10 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = d.PROFILES["quick" if args.quick else "full"]
     only = {k for k in args.only.split(",") if k}
     every = workloads(profile)
-    known = {w.key for w in every} | {"concurrency"}
+    known = {w.key for w in every} | {w.group for w in every if w.group} | {"concurrency"}
     if only - known:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(only - known))}")
-    chosen = [w for w in every if not only or w.key in only]
+    chosen = [w for w in every if not only or w.key in only or w.group in only]
     if not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
         parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
     with_concurrency = not only or "concurrency" in only
@@ -385,9 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     other_load = OtherLoad()
     results: dict[str, tuple[list[Row], dict]] = {}
+    rng = random.Random(0)  # order of the sides in the FIRST and CHANGED rows
     with tempfile.TemporaryDirectory(prefix="h5grove-bench-") as tmp:
         workdir = Path(tmp)
-        if chosen or with_concurrency:
+        # Running servers: INTERLEAVED and CHANGED rows, the concurrency rounds
+        running = [w for w in chosen if w.method != FIRST]
+        if running or with_concurrency:
             with started(lineup, workdir) as servers:
                 log(
                     "; ".join(
@@ -396,14 +512,27 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 clients = {side: Client(server) for side, server in servers.items()}
-                for w in chosen:
-                    results[w.key] = run_workload(
-                        clients, w, args.quick, args.profile_ours, args.native
-                    )
+                for w in running:
+                    if w.group and with_concurrency and "concurrency" not in results:
+                        results["concurrency"] = concurrency(servers, profile, args)
+                    if w.method == CHANGED:
+                        results[w.key] = run_changed(
+                            clients, root, w, args.quick, rng, args.profile_ours, args.native
+                        )
+                    else:
+                        results[w.key] = run_workload(
+                            clients, w, args.quick, args.profile_ours, args.native
+                        )
                 for client in clients.values():
                     client.close()
-                if with_concurrency:
+                if with_concurrency and "concurrency" not in results:
                     results["concurrency"] = concurrency(servers, profile, args)
+        # Fresh servers per sample: FIRST rows, once the running servers are stopped
+        first = [w for w in chosen if w.method == FIRST]
+        if first:
+            d.warm_page_cache(root / d.NEXUS_DIR)  # again: the other rows read 1+ GB since
+        for w in first:
+            results[w.key] = run_first(lineup, workdir, w, args.quick, rng)
 
     info = machine_info()
     print()
@@ -419,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ours != "extension":
         print("  NOTE: 'ours' is a second h5grove app (A/A check of the harness)")
     print()
-    order = [w.key for w in every] + ["concurrency"]
+    # rows in the order of the workloads, the concurrency rows after the ungrouped ones
+    order = [w.key for w in every if not w.group] + ["concurrency"]
+    order += [w.key for w in every if w.group]
     rows = [row for key in order if key in results for row in results[key][0]]
     print(table(rows, h5web=not args.no_h5web))
     print()
@@ -433,8 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         notes += [
             "h5web = median latency of jupyterlab-h5web's server, ours/h5web = median(ours) / "
             "median(h5web)",
-            "(empty where it has no such endpoint: root, stats).",
+            "(empty where it has no such endpoint: root, stats);",
         ]
+    notes += [
+        "'1st req.' = one request per sample to freshly started servers; 'targets changed' =",
+        f"one request per sample just after changing {BATCH} of the files the answer depends on.",
+    ]
     print("\n".join(notes))
     if args.json:
         records = [results[key][1] for key in order if key in results]
