@@ -49,11 +49,32 @@ LINE = "line.h5"
 EXPORT = "export.h5"
 STATS = "stats.h5"
 MANY_DIR = "many"
+NEXUS_DIR = "nexus"  # a NeXus master file and its per-scan files (issue 10)
+NEXUS_MASTER = f"{NEXUS_DIR}/master.h5"
+NEXUS_WORK_DIR = "nexus-work"  # the harness's scratch copy of NEXUS_DIR (changed-targets row)
+
+NEXUS_SCANS = 3000  # both profiles: the scan files are small
+NEXUS_SCAN_SHAPE = (10, 64, 64)  # uint16 frames, one chunk per frame, gzip 4
+NEXUS_SIGNAL = "/entry/data/data"  # the dataset each external link of the master points to
+NEXUS_BROKEN = {  # link name in /entry/data -> (file relative to the master, path)
+    "broken_missing_file": ("scans/nope.h5", NEXUS_SIGNAL),
+    "broken_missing_path": ("scans/scan_000000.h5", "/entry/nope"),
+}
 
 
 def many_file(i: int) -> str:
     """Relative name of the i-th file of the many-files workload."""
     return f"{MANY_DIR}/f{i:03d}.h5"
+
+
+def nexus_scan(i: int) -> str:
+    """Name of the i-th scan: its link in the master's /entry/data and its file's stem."""
+    return f"scan_{i:06d}"
+
+
+def nexus_scan_file(i: int) -> str:
+    """Relative name of the i-th scan file, from the master's folder (as its link stores it)."""
+    return f"scans/{nexus_scan(i)}.h5"
 
 
 def default_cache_dir() -> Path:
@@ -155,6 +176,60 @@ def _write_many(path: Path, p: Profile) -> None:
             f.create_group("instrument").attrs["NX_class"] = "NXinstrument"
 
 
+def write_nexus_scan(
+    path: Path, i: int, shape: tuple[int, int, int] = NEXUS_SCAN_SHAPE, seed: int = 0
+) -> None:
+    """A NeXus-like scan file: /entry (NXentry) / data (NXdata) / data, detector frames.
+
+    `seed` varies the frames, for the harness's rewritten copies (0: the generated ones).
+    """
+    rng = np.random.default_rng([10, i, seed])
+    _, rows, cols = shape
+    y = np.arange(rows)[:, None]
+    x = np.arange(cols)[None, :]
+    # a diffraction-like spot moving from scan to scan, on a low Poisson background
+    spot = 40 * np.exp(-((x - cols / 2 - 5 * np.sin(i)) ** 2 + (y - rows / 2) ** 2) / 30)
+    frames = rng.poisson(spot[None] + 0.5, size=shape).astype("<u2")
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        data.attrs["signal"] = "data"
+        ds = data.create_dataset(
+            "data", data=frames, chunks=(1, rows, cols), compression="gzip", compression_opts=4
+        )
+        ds.attrs["units"] = "counts"
+        ds.attrs["long_name"] = f"detector counts, {nexus_scan(i)}"
+
+
+def _write_nexus(path: Path, p: Profile) -> None:
+    """scans/ of NEXUS_SCANS files, and master.h5 linking to each (plus two broken links)."""
+    if path.exists():
+        shutil.rmtree(path)  # left over by an interrupted run
+    (path / "scans").mkdir(parents=True)
+    for i in range(NEXUS_SCANS):
+        write_nexus_scan(path / nexus_scan_file(i), i)
+    with h5py.File(path / "master.h5", "w") as f:
+        f.attrs["NX_class"] = "NXroot"
+        f.attrs["default"] = "entry"
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "data"
+        entry.create_dataset("title", data="NeXus master file of the benchmark")
+        entry.create_dataset("scan_number", data=np.arange(NEXUS_SCANS, dtype="<i8"))
+        entry.create_dataset("start_time", data="2024-01-01T00:00:00Z")
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        for i in range(NEXUS_SCANS):
+            data[nexus_scan(i)] = h5py.ExternalLink(nexus_scan_file(i), NEXUS_SIGNAL)
+        for name, (file, target) in NEXUS_BROKEN.items():
+            data[name] = h5py.ExternalLink(file, target)
+        # a soft link through an external link, and one to a local dataset
+        entry["last_scan"] = h5py.SoftLink(f"/entry/data/{nexus_scan(NEXUS_SCANS - 1)}")
+        entry["experiment_title"] = h5py.SoftLink("/entry/title")
+
+
 WRITERS: dict[str, Callable[[Path, Profile], None]] = {
     SMALL: _write_small,
     CHILDREN: _write_children,
@@ -164,6 +239,13 @@ WRITERS: dict[str, Callable[[Path, Profile], None]] = {
     EXPORT: _write_export,
     STATS: _write_stats,
     MANY_DIR: _write_many,
+    NEXUS_DIR: _write_nexus,
+}
+
+# What else a file's stamp depends on, besides DATA_VERSION and the profile (keys: WRITERS').
+# Only some entries have one: adding it to all would regenerate every file once.
+STAMP_EXTRA: dict[str, dict[str, object]] = {
+    NEXUS_DIR: {"nexus_version": 1, "scans": NEXUS_SCANS, "shape": NEXUS_SCAN_SHAPE},
 }
 
 
@@ -173,9 +255,10 @@ def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = 
     root.mkdir(parents=True, exist_ok=True)
     stamp_path = root / "stamp.json"
     # through JSON, as stored (tuples become lists)
-    want = json.loads(json.dumps({"version": DATA_VERSION, "profile": asdict(profile)}))
+    base = {"version": DATA_VERSION, "profile": asdict(profile)}
     stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
     for name, writer in WRITERS.items():
+        want = json.loads(json.dumps({**base, **STAMP_EXTRA.get(name, {})}))
         if stamps.get(name) == want and (root / name).exists():
             continue
         t0 = time.perf_counter()
@@ -192,8 +275,10 @@ def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = 
 
 
 def warm_page_cache(root: Path) -> None:
-    """Read every data file once so both servers start from a warm OS page cache."""
+    """Read every data file once so the servers start from a warm OS page cache."""
     for path in sorted(root.rglob("*.h5")):
+        if NEXUS_WORK_DIR in path.relative_to(root).parts:
+            continue  # a scratch copy left by an interrupted run
         with open(path, "rb") as fh:
             while fh.read(1 << 24):
                 pass

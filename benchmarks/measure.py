@@ -98,33 +98,40 @@ class RssSampler:
 
 @dataclass
 class PairResult:
-    """Latencies (s) of interleaved requests: ours[i] and base[i] form pair i."""
+    """Latencies (s) of interleaved requests: ours[i], base[i] (and h5web[i]) form round i.
+
+    `base` is h5grove's app; `h5web` is jupyterlab-h5web's server, empty where it does not
+    take part. "Pair" is the historical name of a round.
+    """
 
     ours: list[float] = field(default_factory=list)
     base: list[float] = field(default_factory=list)
-    extra: dict[str, list[float]] = field(default_factory=dict)
+    h5web: list[float] = field(default_factory=list)
 
-    def ratio(self) -> float:
-        return float(np.median(self.ours) / np.median(self.base))
+    def ratio(self, other: str = "base") -> float:
+        """median(ours) / median(other)."""
+        return float(np.median(self.ours) / np.median(getattr(self, other)))
 
-    def pair_ratios(self) -> np.ndarray:
-        return np.asarray(self.ours) / np.asarray(self.base)
+    def pair_ratios(self, other: str = "base") -> np.ndarray:
+        return np.asarray(self.ours) / np.asarray(getattr(self, other))
 
-    def iqr(self) -> tuple[float, float]:
-        q1, q3 = np.percentile(self.pair_ratios(), [25, 75])
+    def iqr(self, other: str = "base") -> tuple[float, float]:
+        q1, q3 = np.percentile(self.pair_ratios(other), [25, 75])
         return float(q1), float(q3)
 
-    def bootstrap_ci(self, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-        """95% bootstrap CI of median(ours)/median(base), resampling pairs."""
+    def bootstrap_ci(
+        self, n: int = 2000, seed: int = 0, other: str = "base"
+    ) -> tuple[float, float]:
+        """95% bootstrap CI of median(ours)/median(other), resampling rounds."""
         rng = np.random.default_rng(seed)
-        ours, base = np.asarray(self.ours), np.asarray(self.base)
+        ours, base = np.asarray(self.ours), np.asarray(getattr(self, other))
         idx = rng.integers(0, len(ours), size=(n, len(ours)))
         ratios = np.median(ours[idx], axis=1) / np.median(base[idx], axis=1)
         lo, hi = np.percentile(ratios, [2.5, 97.5])
         return float(lo), float(hi)
 
 
-Request = Callable[[int], str]  # pair index -> API query (same query for both sides)
+Request = Callable[[int], str]  # pair index -> API query (same query for every side)
 
 
 def interleaved(
@@ -136,8 +143,9 @@ def interleaved(
     min_pairs: int = 5,
     seed: int = 0,
     around: Callable[[str, Callable[[], float]], float] | None = None,
+    h5web: Client | None = None,
 ) -> PairResult:
-    """Run `pairs` request pairs, in random order within each pair, within a time budget."""
+    """Run `pairs` rounds, one request per side in a random order, within a time budget."""
     rng = random.Random(seed)
     result = PairResult()
     start = time.monotonic()
@@ -146,6 +154,8 @@ def interleaved(
             break
         query = request(i)
         sides = [("ours", ours, result.ours), ("base", base, result.base)]
+        if h5web is not None:
+            sides.append(("h5web", h5web, result.h5web))
         rng.shuffle(sides)
         for name, client, sink in sides:
 
@@ -157,6 +167,37 @@ def interleaved(
 
             sink.append(around(name, once) if around else once())
     return result
+
+
+Answer = tuple[int, bytes, dict[str, str], float]  # status, body, headers, seconds
+
+
+def one_round(clients: dict[str, Client], query: str, rng: random.Random) -> dict[str, Answer]:
+    """One request `query` to each side (name -> client), in a random order."""
+    order = list(clients.items())
+    rng.shuffle(order)
+    return {name: client.api(query) for name, client in order}
+
+
+def wait_idle(
+    servers: Sequence[Server], quiet_s: float = 0.25, cpu_share: float = 0.02, timeout: float = 10.0
+) -> bool:
+    """Wait until no server uses more than `cpu_share` of a CPU over `quiet_s` (Jupyter
+    finishes starting its extensions after it answers). False if still busy at `timeout`."""
+    procs = [psutil.Process(s.pid) for s in servers]
+
+    def cpu() -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in procs]  # user + system
+
+    deadline = time.monotonic() + timeout
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        after = cpu()
+        if all(b - a <= cpu_share * quiet_s for a, b in zip(before, after, strict=True)):
+            return True
+        before = after
+    return False
 
 
 # ---- concurrency: load generators and a probe, each in its own process (no shared GIL) ----

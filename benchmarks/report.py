@@ -26,9 +26,22 @@ class Row:
     target: str = ""
     met: str = ""
     same: str = ""
+    h5web: str = ""  # jupyterlab-h5web's median, where it answers
+    vs_h5web: str = ""  # median(ours) / median(h5web)
 
 
-HEADER = Row("workload", "ours", "h5grove", "ratio", "spread (IQR)", "target", "met?", "same?")
+HEADER = Row(
+    "workload",
+    "ours",
+    "h5grove",
+    "ratio",
+    "spread (IQR)",
+    "target",
+    "met?",
+    "same?",
+    "h5web",
+    "ours/h5web",
+)
 
 
 def ms(seconds: float) -> str:
@@ -39,9 +52,10 @@ def ms(seconds: float) -> str:
     return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
 
 
-def table(rows: list[Row]) -> str:
-    """A GitHub-flavoured markdown table, aligned for the terminal."""
-    cells = [list(vars(r).values()) for r in [HEADER, *rows]]
+def table(rows: list[Row], h5web: bool = True) -> str:
+    """A GitHub-flavoured markdown table, aligned for the terminal (without the h5web
+    columns if not `h5web`)."""
+    cells = [list(vars(r).values())[: None if h5web else -2] for r in [HEADER, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
@@ -101,6 +115,7 @@ def machine_info() -> dict[str, str]:
                 "tornado",
                 "jupyter_server",
                 "h5grove",
+                "jupyterlab_h5web",
             )
         )
         + f", HDF5 {h5py.version.hdf5_version}",

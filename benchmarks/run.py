@@ -1,14 +1,19 @@
-"""Benchmark jupyter_h5grove against h5grove 4.0.0, side by side on loopback (issue 6).
+"""Benchmark jupyter_h5grove against h5grove 4.0.0 and jupyterlab-h5web's server, side by
+side on loopback (issues 6 and 10).
 
-python benchmarks/run.py            # full run (~5 min, first run also generates ~1.6 GB)
-python benchmarks/run.py --quick    # smoke run (< 1 min, reduced data)
+python benchmarks/run.py                # full run (first run also generates ~1.7 GB)
+python benchmarks/run.py --quick        # smoke run (reduced data, few rounds)
+python benchmarks/run.py --only nexus   # the NeXus master-file rows only
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import math
+import random
 import sys
 import tempfile
 import time
@@ -21,11 +26,21 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data as d
-from measure import Client, PairResult, RssSampler, interleaved, load
+from measure import (
+    Answer,
+    Client,
+    PairResult,
+    RssSampler,
+    interleaved,
+    load,
+    one_round,
+    wait_idle,
+)
+from nexus import BATCH, ScratchNexus
 from profiling import PySpy, summarise
 from report import OtherLoad, Row, machine_info, ms, table
-from servers import Server, start_h5grove, start_ours
-from workloads import Workload, heatmap_mix, workloads
+from servers import Lineup, Server, started
+from workloads import CHANGED, FIRST, Workload, heatmap_mix, workloads
 
 STATS_RTOL = 1e-4  # float32 sums in a different order differ in the last digits
 RSS_LIMIT_MB = 256
@@ -48,41 +63,92 @@ def same_stats(a: bytes, b: bytes) -> bool:
     )
 
 
-def verify(ours: Client, base: Client, w: Workload) -> str:
-    """Compare both answers for the first and the last query of the workload."""
-    verdicts = set()
-    for i in (0, 1, 1000003):
-        query = w.request(i)
-        s1, b1, h1, _ = ours.api(query)
-        s2, b2, h2, _ = base.api(query)
-        if s1 != 200 or s2 != 200:
-            log(f"  ! {w.key}: HTTP {s1} (ours) vs {s2} (h5grove) for {query}: {b1[:200]!r}")
-            return "HTTP!"
-        if b1 == b2:
-            verdicts.add("bytes")
-        elif w.compare == "stats" and same_stats(b1, b2):
-            verdicts.add("≈")
-        else:
-            log(f"  ! {w.key}: bodies differ for {query} ({len(b1)} vs {len(b2)} bytes)")
-            verdicts.add("DIFF")
-        ct1, ct2 = h1.get("Content-Type", ""), h2.get("Content-Type", "")
-        if ct1.split(";")[0] != ct2.split(";")[0]:
-            verdicts.add(f"Content-Type {ct1!r} (ours) vs {ct2!r} (h5grove)")
-    for note in sorted(v for v in verdicts if v.startswith("Content-Type")):
-        log(f"  ! {w.key}: {note}")
-    return "DIFF" if "DIFF" in verdicts else "≈" if "≈" in verdicts else "bytes"
+class Verdicts:
+    """Answers of ours and of jupyterlab-h5web compared with h5grove's: the `same?` cell."""
+
+    RANK = ("bytes", "≈", "DIFF", "HTTP!")  # a row shows the worst verdict of its checks
+
+    def __init__(self, w: Workload):
+        self.w = w
+        self.found: dict[str, set[str]] = {"ours": set(), "h5web": set()}
+        self.notes: set[str] = set()  # logged once each
+
+    def add(self, query: str, answers: dict[str, Answer], when: str = "") -> None:
+        """Compare the answers to `query` (side -> answer) with h5grove's ("base")."""
+        s_base, b_base, h_base, _ = answers["base"]
+        where = f" ({when})" if when else ""
+        for side in ("ours", "h5web"):
+            if side not in answers:
+                continue
+            status, body, headers, _ = answers[side]
+            name = "ours" if side == "ours" else "jupyterlab-h5web"
+            if status != 200 or s_base != 200:
+                log(
+                    f"  ! {self.w.key}: HTTP {status} ({name}) vs {s_base} (h5grove) for "
+                    f"{query}{where}: {body[:200]!r}"
+                )
+                self.found[side].add("HTTP!")
+                continue
+            if body == b_base:
+                self.found[side].add("bytes")
+            elif self.w.compare == "stats" and same_stats(body, b_base):
+                self.found[side].add("≈")
+            else:
+                log(
+                    f"  ! {self.w.key}: bodies differ ({name} vs h5grove) for {query}{where} "
+                    f"({len(body)} vs {len(b_base)} bytes)"
+                )
+                self.found[side].add("DIFF")
+            ct, ct_base = headers.get("Content-Type", ""), h_base.get("Content-Type", "")
+            note = f"  ! {self.w.key}: Content-Type {ct!r} ({name}) vs {ct_base!r} (h5grove)"
+            if ct.split(";")[0] != ct_base.split(";")[0] and note not in self.notes:
+                self.notes.add(note)
+                log(note)
+
+    def worst(self, side: str) -> str:
+        return max(self.found[side], key=self.RANK.index, default="")
+
+    def cell(self) -> str:
+        """Ours' verdict; jupyterlab-h5web's too when it is not as good."""
+        ours, h5web = self.worst("ours"), self.worst("h5web")
+        if h5web and self.RANK.index(h5web) > self.RANK.index(ours):
+            return f"{ours}, h5web {h5web}"
+        return ours
+
+    def record(self) -> dict[str, str]:
+        return {side: self.worst(side) for side in self.found if self.found[side]}
+
+
+def verify(clients: dict[str, Client], w: Workload) -> Verdicts:
+    """Compare the answers to the first queries and a far one of the workload."""
+    verdicts = Verdicts(w)
+    for query in dict.fromkeys(w.request(i) for i in (0, 1, 1000003)):  # distinct ones
+        verdicts.add(query, {side: c.api(query) for side, c in clients.items()})
+    return verdicts
+
+
+def sides_for(clients: dict[str, Client], w: Workload) -> dict[str, Client]:
+    """The clients of the servers that answer `w` (jupyterlab-h5web lacks some endpoints)."""
+    return {side: c for side, c in clients.items() if side != "h5web" or w.h5web}
 
 
 def run_workload(
-    ours: Client, base: Client, w: Workload, quick: bool, profile_dir: Path | None, native: bool
+    clients: dict[str, Client],
+    w: Workload,
+    quick: bool,
+    profile_dir: Path | None,
+    native: bool,
 ) -> tuple[list[Row], dict]:
-    pids = {"ours": ours.server.pid, "base": base.server.pid}
+    """An INTERLEAVED row: rounds on the running servers after an unrecorded warm-up."""
+    clients = sides_for(clients, w)
+    ours, base, h5web = clients["ours"], clients["base"], clients.get("h5web")
+    pids = {side: c.server.pid for side, c in clients.items()}
     rss_start = {side: psutil.Process(pid).memory_info().rss for side, pid in pids.items()}
-    same = verify(ours, base, w)
+    same = verify(clients, w)
     for i in range(w.warmup):  # not recorded
-        ours.api(w.request(i))
-        base.api(w.request(i))
-    pairs = max(w.min_pairs if quick else 1, w.pairs // 10 if quick else w.pairs)
+        for client in clients.values():
+            client.api(w.request(i))
+    pairs = samples(w, quick)
     budget = min(w.budget_s, 4.0) if quick else w.budget_s
     around = None
     rss: dict[str, list[float]] = {"ours": [], "base": []}
@@ -98,26 +164,14 @@ def run_workload(
 
     spy = PySpy(ours.server.pid, profile_dir / f"{w.key}.txt", native) if profile_dir else None
     t0 = time.monotonic()
-    res = interleaved(ours, base, w.request, pairs, budget, min(w.min_pairs, pairs), around=around)
+    res = interleaved(
+        ours, base, w.request, pairs, budget, min(w.min_pairs, pairs), around=around, h5web=h5web
+    )
     if spy:
         spy.stop()
         (profile_dir / f"{w.key}.summary.txt").write_text(summarise(spy.out))
-    lo, hi = res.iqr()
-    ratio = res.ratio()
-    log(f"  {w.label}: {len(res.ours)} pairs in {time.monotonic() - t0:.1f} s, ratio {ratio:.2f}")
-    rows = [
-        Row(
-            w.label,
-            ms(float(np.median(res.ours))),
-            ms(float(np.median(res.base))),
-            f"{ratio:.2f}",
-            f"{lo:.2f}..{hi:.2f}",
-            "info" if w.target is None else f"≤ {w.target:g}",
-            "" if w.target is None else "yes" if ratio <= w.target else "NO",
-            same,
-        )
-    ]
-    record = _record(w, res, same)
+    log(f"  {w.label}: {len(res.ours)} rounds in {time.monotonic() - t0:.1f} s, {_ratios(res)}")
+    rows, record = [_row(w, res, same)], _record(w, res, same)
     if w.key == "stats":
         grow_ours, grow_base = max(rss["ours"]), max(rss["base"])
         rows.append(
@@ -135,19 +189,154 @@ def run_workload(
     return rows, record
 
 
-def _record(w: Workload, res: PairResult, same: str) -> dict:
+def samples(w: Workload, quick: bool) -> int:
+    """Rounds of a row: `pairs`, or a tenth of it with --quick (at least `min_pairs`)."""
+    return max(w.min_pairs if quick else 1, w.pairs // 10 if quick else w.pairs)
+
+
+def _record_round(res: PairResult, answers: dict[str, Answer]) -> None:
+    for side, (_, _, _, elapsed) in answers.items():
+        getattr(res, side).append(elapsed)
+
+
+def run_first(
+    lineup: Lineup, workdir: Path, w: Workload, quick: bool, rng: random.Random
+) -> tuple[list[Row], dict]:
+    """A FIRST row: per sample, start the servers, wait until they are ready and idle, send
+    each exactly one request `w.request(sample)` (in a random order), stop them."""
+    if not w.h5web:
+        lineup = dataclasses.replace(lineup, h5web=False)
+    res, same = PairResult(), Verdicts(w)
+    n = samples(w, quick)
+    for k in range(n):
+        t0 = time.monotonic()
+        with started(lineup, workdir) as servers:
+            t_ready = time.monotonic() - t0
+            idle = wait_idle(list(servers.values()))
+            clients = {side: Client(server) for side, server in servers.items()}
+            query = w.request(k)
+            answers = one_round(clients, query, rng)
+            for client in clients.values():
+                client.close()
+        _record_round(res, answers)
+        same.add(query, answers, f"sample {k}")
+        log(
+            f"  {w.label}: sample {k + 1}/{n}: ready in {t_ready:.1f} s"
+            f"{'' if idle else ' (not idle after 10 s)'}, " + _times(answers)
+        )
+    log(f"  {w.label}: {_ratios(res)}")
+    return [_row(w, res, same)], _record(w, res, same)
+
+
+def run_changed(
+    clients: dict[str, Client],
+    root: Path,
+    w: Workload,
+    quick: bool,
+    rng: random.Random,
+    profile_dir: Path | None,
+    native: bool,
+) -> tuple[list[Row], dict]:
+    """A CHANGED row, on the running servers and a scratch copy of the NeXus folder.
+
+    Per sample: change the next batch of scan files (nexus.ScratchNexus.change), time one
+    request per server (random order) and compare the answers (a stale cache shows as DIFF),
+    then write the originals back and send one unrecorded request per server (also compared),
+    so that the next sample starts from servers in step with the files.
+    """
+    clients = sides_for(clients, w)
+    res, same = PairResult(), Verdicts(w)
+    n = samples(w, quick)
+    with ScratchNexus(root) as scratch:
+        for i in range(w.warmup):  # not recorded
+            same.add(w.request(i), one_round(clients, w.request(i), rng), "warm-up")
+        before = base_answer(clients, w.request(0))  # with every target as generated
+        spy = None
+        if profile_dir:
+            spy = PySpy(clients["ours"].server.pid, profile_dir / f"{w.key}.txt", native)
+        for k in range(n):
+            batch = scratch.batch(k)
+            done = scratch.change(batch, seed=k + 1)
+            query = w.request(k)
+            answers = one_round(clients, query, rng)
+            _record_round(res, answers)
+            same.add(query, answers, f"sample {k}, {len(batch)} targets changed")
+            if answers["base"][1] == before:
+                log(f"  ! {w.key}: h5grove's answer did not change: the changes are not seen")
+            scratch.restore(batch)
+            synced = one_round(clients, query, rng)  # not recorded
+            same.add(query, synced, f"sample {k}, after restoring the originals")
+            if synced["base"][1] != before:
+                log(f"  ! {w.key}: h5grove's answer differs after restoring the originals")
+            log(f"  {w.label}: sample {k + 1}/{n}: {done}; " + _times(answers))
+        if spy:
+            spy.stop()
+            (profile_dir / f"{w.key}.summary.txt").write_text(summarise(spy.out))
+    log(f"  {w.label}: {_ratios(res)}")
+    return [_row(w, res, same)], _record(w, res, same)
+
+
+def base_answer(clients: dict[str, Client], query: str) -> bytes:
+    """h5grove's answer (the reference)."""
+    status, body, _, _ = clients["base"].api(query)
+    if status != 200:
+        raise RuntimeError(f"h5grove: HTTP {status} for {query}: {body[:200]!r}")
+    return body
+
+
+SIDE_NAMES = {"ours": "ours", "base": "h5grove", "h5web": "h5web"}
+
+
+def _times(answers: dict[str, Answer]) -> str:
+    """The latencies of one round, in the order the requests were sent."""
+    return ", ".join(f"{SIDE_NAMES[side]} {ms(a[3])}" for side, a in answers.items())
+
+
+def _ratios(res: PairResult) -> str:
+    text = f"ratio {res.ratio():.2f}"
+    return text + (f", ours/h5web {res.ratio('h5web'):.2f}" if res.h5web else "")
+
+
+def _row(w: Workload, res: PairResult, same: Verdicts) -> Row:
+    ratio = res.ratio()
+    lo, hi = res.iqr()
+    return Row(
+        w.label,
+        ms(float(np.median(res.ours))),
+        ms(float(np.median(res.base))),
+        f"{ratio:.2f}",
+        f"{lo:.2f}..{hi:.2f}",
+        "info" if w.target is None else f"≤ {w.target:g}",
+        "" if w.target is None else "yes" if ratio <= w.target else "NO",
+        same.cell(),
+        ms(float(np.median(res.h5web))) if res.h5web else "",
+        f"{res.ratio('h5web'):.2f}" if res.h5web else "",
+    )
+
+
+def _record(w: Workload, res: PairResult, same: Verdicts) -> dict:
     lo, hi = res.bootstrap_ci()
-    return {
+    record = {
         "key": w.key,
         "label": w.label,
+        "method": w.method,
         "target": w.target,
-        "same": same,
+        "same": same.cell(),
+        "same_by_side": same.record(),
         "ours_s": res.ours,
         "h5grove_s": res.base,
         "ratio": res.ratio(),
         "pair_ratio_iqr": res.iqr(),
         "ratio_ci95": (lo, hi),
     }
+    if res.h5web:
+        record |= {
+            "h5web_s": res.h5web,
+            "ratio_h5web": res.ratio("h5web"),
+            "pair_ratio_h5web_iqr": res.iqr("h5web"),
+            "ratio_h5web_ci95": res.bootstrap_ci(other="h5web"),
+        }
+    return record
 
 
 def run_concurrency(
@@ -240,15 +429,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated workload keys to run "
+        help="comma-separated workload keys or groups to run "
         "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
-        "line_json, export_npy, stats, many_one, many_rr, concurrency)",
+        "line_json, export_npy, stats, many_one, many_rr, concurrency; group nexus: "
+        "nexus_meta_first, nexus_meta, nexus_paths_first, nexus_paths, nexus_meta_changed)",
     )
     parser.add_argument(
         "--ours",
         choices=("extension", "h5grove"),
         default="extension",
         help="'h5grove' runs a second h5grove app as 'ours' (harness A/A check)",
+    )
+    parser.add_argument(
+        "--no-h5web",
+        action="store_true",
+        help="do not start jupyterlab-h5web's server (the third side)",
     )
     parser.add_argument("--base-url", default="/", help="Jupyter base_url for our server")
     parser.add_argument(
@@ -272,70 +467,78 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="record py-spy samples of our server per workload into DIR "
-        "(timings of such a run are perturbed)",
+        "(timings of such a run are perturbed; not for the first-request rows)",
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     args = parser.parse_args(argv)
 
     profile = d.PROFILES["quick" if args.quick else "full"]
     only = {k for k in args.only.split(",") if k}
+    every = workloads(profile)
+    known = {w.key for w in every} | {w.group for w in every if w.group} | {"concurrency"}
+    if only - known:
+        parser.error(f"unknown workload(s) in --only: {', '.join(sorted(only - known))}")
+    chosen = [w for w in every if not only or w.key in only or w.group in only]
+    if not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
+        parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
+    with_concurrency = not only or "concurrency" in only
     root = d.ensure_data(args.data_dir, profile, log)
     log(f"warming the page cache over {root} ...")
     d.warm_page_cache(root)
     if args.profile_ours:
         args.profile_ours.mkdir(parents=True, exist_ok=True)
+    lineup = Lineup(
+        root,
+        ours=args.ours,
+        base_url=args.base_url,
+        ours_args=tuple(args.ours_arg),
+        h5web=not args.no_h5web,
+    )
 
     t_start = time.monotonic()
     other_load = OtherLoad()
-    rows: list[Row] = []
-    records: list[dict] = []
+    results: dict[str, tuple[list[Row], dict]] = {}
+    rng = random.Random(0)  # order of the sides in the FIRST and CHANGED rows
     with tempfile.TemporaryDirectory(prefix="h5grove-bench-") as tmp:
         workdir = Path(tmp)
-        servers: list[Server] = []
-        try:
-            if args.ours == "extension":
-                servers.append(
-                    start_ours(root, workdir, base_url=args.base_url, extra_args=args.ours_arg)
+        # Running servers: INTERLEAVED and CHANGED rows, the concurrency rounds
+        running = [w for w in chosen if w.method != FIRST]
+        if running or with_concurrency:
+            with started(lineup, workdir) as servers:
+                log(
+                    "; ".join(
+                        f"{s.label}: http://127.0.0.1:{s.port}{s.prefix} (pid {s.pid})"
+                        for s in servers.values()
+                    )
                 )
-            else:
-                servers.append(start_h5grove(root, workdir, label="ours"))
-            servers.append(start_h5grove(root, workdir))
-            ours_srv, base_srv = servers
-            log(
-                f"ours: http://127.0.0.1:{ours_srv.port}{ours_srv.prefix} (pid {ours_srv.pid}); "
-                f"h5grove: http://127.0.0.1:{base_srv.port}/ (pid {base_srv.pid})"
-            )
-            ours, base = Client(ours_srv), Client(base_srv)
-            for w in workloads(profile):
-                if only and w.key not in only:
-                    continue
-                r, rec = run_workload(ours, base, w, args.quick, args.profile_ours, args.native)
-                rows += r
-                records.append(rec)
-            ours.close()
-            base.close()
-            if not only or "concurrency" in only:
-                seconds = args.seconds or (2.0 if args.quick else 6.0)
-                r, rec = run_concurrency(
-                    ours_srv,
-                    base_srv,
-                    profile,
-                    args.quick,
-                    args.clients,
-                    seconds,
-                    args.profile_ours,
-                    args.native,
-                )
-                rows += r
-                records.append(rec)
-        finally:
-            for s in servers:
-                s.stop()  # reaped: its CPU time now counts in RUSAGE_CHILDREN, as ours
+                clients = {side: Client(server) for side, server in servers.items()}
+                for w in running:
+                    if w.group and with_concurrency and "concurrency" not in results:
+                        results["concurrency"] = concurrency(servers, profile, args)
+                    if w.method == CHANGED:
+                        results[w.key] = run_changed(
+                            clients, root, w, args.quick, rng, args.profile_ours, args.native
+                        )
+                    else:
+                        results[w.key] = run_workload(
+                            clients, w, args.quick, args.profile_ours, args.native
+                        )
+                for client in clients.values():
+                    client.close()
+                if with_concurrency and "concurrency" not in results:
+                    results["concurrency"] = concurrency(servers, profile, args)
+        # Fresh servers per sample: FIRST rows, once the running servers are stopped
+        first = [w for w in chosen if w.method == FIRST]
+        if first:
+            d.warm_page_cache(root / d.NEXUS_DIR)  # again: the other rows read 1+ GB since
+        for w in first:
+            results[w.key] = run_first(lineup, workdir, w, args.quick, rng)
 
     info = machine_info()
     print()
     print(
-        f"jupyter_h5grove vs h5grove 4.0.0 — profile '{profile.name}'"
+        f"jupyter_h5grove vs h5grove 4.0.0"
+        f"{'' if args.no_h5web else ' and jupyterlab-h5web'} — profile '{profile.name}'"
         f"{' (QUICK: reduced data, few pairs)' if args.quick else ''}, "
         f"{time.monotonic() - t_start:.0f} s"
     )
@@ -345,18 +548,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.ours != "extension":
         print("  NOTE: 'ours' is a second h5grove app (A/A check of the harness)")
     print()
-    print(table(rows))
+    # rows in the order of the workloads, the concurrency rows after the ungrouped ones
+    order = [w.key for w in every if not w.group] + ["concurrency"]
+    order += [w.key for w in every if w.group]
+    rows = [row for key in order if key in results for row in results[key][0]]
+    print(table(rows, h5web=not args.no_h5web))
     print()
-    print(
-        "ratio = median(ours) / median(h5grove) latency over interleaved pairs (lower is "
-        "better);\nspread = IQR of the per-pair ratios; same? = response bodies compared "
-        f"(bytes, or ≈ within rtol {STATS_RTOL:g} for stats)."
-    )
+    notes = [
+        "ratio = median(ours) / median(h5grove) latency over interleaved rounds (lower is better);",
+        "spread = IQR of the per-round ratios; same? = response bodies compared with h5grove's",
+        f"(bytes, or ≈ within rtol {STATS_RTOL:g} for stats; 'h5web X': jupyterlab-h5web's "
+        "were not as close);",
+    ]
+    if not args.no_h5web:
+        notes += [
+            "h5web = median latency of jupyterlab-h5web's server, ours/h5web = median(ours) / "
+            "median(h5web)",
+            "(empty where it has no such endpoint: root, stats);",
+        ]
+    notes += [
+        "'1st req.' = one request per sample to freshly started servers; 'targets changed' =",
+        f"one request per sample just after changing {BATCH} of the files the answer depends on.",
+    ]
+    print("\n".join(notes))
     if args.json:
+        records = [results[key][1] for key in order if key in results]
         args.json.write_text(
             json.dumps({"machine": info, "profile": profile.name, "results": records}, indent=1)
         )
     return 0
+
+
+def concurrency(
+    servers: dict[str, Server], profile: d.Profile, args: argparse.Namespace
+) -> tuple[list[Row], dict]:
+    """The concurrency rounds (ours and h5grove only)."""
+    return run_concurrency(
+        servers["ours"],
+        servers["base"],
+        profile,
+        args.quick,
+        args.clients,
+        args.seconds or (2.0 if args.quick else 6.0),
+        args.profile_ours,
+        args.native,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The workloads of issue 6, as data: which request, how many pairs, which target."""
+"""The workloads of issues 6 and 10, as data: which request, how many rounds, which target."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import data as d
+import nexus
 from measure import Request
+
+INTERLEAVED, FIRST, CHANGED = "interleaved", "first", "changed"
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One table row measured with interleaved request pairs."""
+    """One table row, measured in rounds: one request per server, in a random order.
+
+    `method` says how (see run.py):
+    - INTERLEAVED: rounds on running servers after warm-up (`pairs` within `budget_s`);
+    - FIRST: each sample restarts the servers and times their first request (`pairs` samples);
+    - CHANGED: each sample first changes files the request depends on (`pairs` samples).
+    """
 
     key: str
     label: str
@@ -22,6 +31,9 @@ class Workload:
     min_pairs: int = 5
     compare: str = "bytes"  # "bytes" or "stats" (floating-point tolerance)
     warmup: int = 2  # unrecorded requests per side first (request(i) for i < warmup)
+    method: str = INTERLEAVED
+    group: str = ""  # --only accepts a group name for all its rows
+    h5web: bool = True  # jupyterlab-h5web answers it (it has no stats and no root endpoint)
 
 
 def q(endpoint: str, file: str, path: str, **params: str) -> str:
@@ -69,7 +81,7 @@ def workloads(p: d.Profile) -> list[Workload]:
     many = [q("meta", d.many_file(i), "/") for i in range(p.many_files)]
     return [
         # Not in issue 6: the framework's floor (Jupyter auth + handler vs bare tornado).
-        Workload("root", "root endpoint (floor)", cycle([""]), 300, 5, None),
+        Workload("root", "root endpoint (floor)", cycle([""]), 300, 5, None, h5web=False),
         Workload("meta_small", "meta, small", cycle([q("meta", d.SMALL, "/small")]), 300, 10, 1.0),
         Workload(
             "meta_children",
@@ -102,6 +114,7 @@ def workloads(p: d.Profile) -> list[Workload]:
             0.3,
             min_pairs=3,
             compare="stats",
+            h5web=False,
         ),
         Workload("many_one", "meta /, one file", cycle(many[:1]), 400, 10, 1.0),
         # warm-up visits every file once: the figures are the steady state of the cycle
@@ -113,6 +126,53 @@ def workloads(p: d.Profile) -> list[Workload]:
             10,
             1.0,
             warmup=p.many_files,
+        ),
+        *nexus_workloads(p),
+    ]
+
+
+def nexus_workloads(p: d.Profile) -> list[Workload]:
+    """Issue 10: a NeXus master file whose /entry/data holds thousands of external links.
+
+    Group "nexus", after the other rows. The FIRST and CHANGED rows take 5 samples (2 with
+    --quick: `pairs // 10` is below `min_pairs`); the CHANGED row reads the harness's scratch
+    copy of the folder (d.NEXUS_WORK_DIR), which it modifies between samples.
+    """
+    links = f"{d.NEXUS_SCANS:,} ext. links"
+    meta = cycle([q("meta", d.NEXUS_MASTER, "/entry/data")])
+    paths = cycle([q("paths", d.NEXUS_MASTER, "/")])
+    changed = cycle([q("meta", f"{d.NEXUS_WORK_DIR}/master.h5", "/entry/data")])
+
+    def rows(key: str, label: str, request: Request) -> list[Workload]:
+        """The first request after start, then the same request repeated."""
+        return [
+            Workload(
+                f"{key}_first",
+                f"{label}, 1st req.",
+                request,
+                5,
+                float("inf"),
+                0.3,
+                min_pairs=2,
+                method=FIRST,
+                group="nexus",
+            ),
+            Workload(key, label, request, 20, 60, 0.3, min_pairs=3, group="nexus"),
+        ]
+
+    return [
+        *rows("nexus_meta", f"NeXus meta, {links}", meta),
+        *rows("nexus_paths", "NeXus paths", paths),
+        Workload(
+            "nexus_meta_changed",
+            f"NeXus meta, {nexus.BATCH} targets changed",
+            changed,
+            5,
+            float("inf"),
+            0.3,
+            min_pairs=2,
+            method=CHANGED,
+            group="nexus",
         ),
     ]
 
