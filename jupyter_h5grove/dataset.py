@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
@@ -52,6 +52,18 @@ def _filtered_chunk_nbytes(dataset: h5py.Dataset) -> int:
     if not dataset.chunks or dataset.id.get_create_plist().get_nfilters() <= 0:
         return 0
     return math.prod(dataset.chunks) * dataset.dtype.itemsize
+
+
+Allocate = Callable[[int], np.ndarray]
+"""Where big answers are read: gives a writable uint8 array of n bytes (the default allocates
+with NumPy; a worker process gives shared memory, so the answer leaves it without a copy)."""
+
+
+def _array(size: int, dtype: np.dtype, allocate: Allocate | None) -> np.ndarray:
+    """A flat array of `size` items of `dtype`, from `allocate` if given."""
+    if allocate is None:
+        return np.empty(size, dtype)
+    return allocate(size * dtype.itemsize).view(dtype)
 
 
 def dataset_metadata(dataset_id: h5py.h5d.DatasetID, name: str) -> DatasetMetadata:
@@ -123,13 +135,15 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
         block_bytes: int = DEFAULT_BLOCK_BYTES,
         *,
         reuse_buffer: bool = False,
+        allocate: Allocate | None = None,
     ) -> Iterator[np.ndarray]:
         """Read the selection as consecutive C-ordered blocks of at most ~block_bytes each.
 
         Concatenating the blocks' bytes gives ``data(selection, dtype=dtype).tobytes()``.
         Blocks are row bands aligned on the chunks (see ``plan_blocks``). With
-        ``reuse_buffer``, numeric blocks are read into one buffer allocated once: each block is
-        then valid only until the next one is asked for (send or copy it first).
+        ``reuse_buffer``, numeric blocks are read into one buffer allocated once (by
+        ``allocate``, e.g. in shared memory): each block is then valid only until the next one
+        is asked for (send or copy it first).
         """
         sel = self._select(selection)
         dataset = self._h5py_entity
@@ -148,11 +162,28 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
             shape = index_shape(index, dataset.shape)
             size = math.prod(shape)
             if not reuse_buffer or buffer.size < size:
-                buffer = np.empty(size, dataset.dtype)
+                buffer = _array(size, dataset.dtype, allocate if reuse_buffer else None)
             block = buffer[:size].reshape(shape)
             if size:
                 self._read_into(block, index)
             yield convert(block, dtype)
+
+    def read_into(
+        self, out: np.ndarray, selection: Selection = None, dtype: str | None = "origin"
+    ) -> None:
+        """Read the selection into ``out``: a C-contiguous array of the dtype and size that
+        ``selection_info`` gives (any shape of that size). When the stored type is the answer's,
+        HDF5 reads straight into ``out``: no copy, which ``data()`` cannot promise."""
+        sel = self._select(selection)
+        target_dtype(self._h5py_entity.dtype, dtype)  # Refuse a bad dtype before reading.
+        self._check_storage()
+        if sel is None or not sel.size:
+            return
+        shaped = out.reshape(sel.shape)  # a view: h5py wants the selection's shape
+        if out.dtype == self._h5py_entity.dtype:
+            self._read_into(shaped, sel.index)
+        else:
+            np.copyto(shaped, convert(self._read(sel.index), dtype))
 
     def data_stats(self, selection: Selection = None) -> Stats:
         """Statistics of the finite values of the selection, computed block by block."""

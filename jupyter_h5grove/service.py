@@ -10,47 +10,20 @@ from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 import h5py
-import numpy as np
 
 from .content import DatasetContent, EntityContent, GroupContent, create_content
-from .encoders import (
-    FORMAT_HEADERS,
-    JSON_HEADERS,
-    STREAMABLE,
-    Response,
-    encode,
-    estimated_size,
-    npy_header,
-    orjson_encode,
-    stream_encode,
-)
-from .errors import (
-    EntityKindError,
-    InvalidFileError,
-    QueryArgumentError,
-    TooLargeError,
-)
+from .dataset import Allocate
+from .encoders import ENCODINGS, Body, StreamResponse, encode_data, encode_parts
+from .errors import EntityKindError, InvalidFileError, TooLargeError
 from .files import FileCache
 from .guard import RootGuard
 from .linkmemo import LinkMemo
 from .models import LinkResolution
 from .paths import RootPolicy
 from .selection import SelectionInfo
-from .typeinfo import is_numeric_dtype
 from .utils import parse_link_resolution_arg
 
 log = logging.getLogger(__name__)
-
-JSON_WHOLE_ITEMS = 1024 * 1024
-"""Arrays up to this many values are encoded in one orjson call: ~30-45 ms of GIL for float64
-(orjson takes ~40 ns a value), within the event loop's 50 ms budget (a 1e6-value line)."""
-
-JSON_BLOCK_ITEMS = 256 * 1024
-"""Values per orjson call for bigger arrays: ~10 ms of GIL at a time. Measured with 4e6
-float64 and 2 clients: /api/status p99 40 ms with these blocks, 125 ms with 1M-value ones."""
-
-ENCODINGS = (None, "json", "bin", "csv", "npy", "tiff")
-"""Values of `format` the encoders know (None means json)."""
 
 
 class Query(NamedTuple):
@@ -65,10 +38,6 @@ class Query(NamedTuple):
     dtype: str | None = None
     format: str | None = None
     flatten: bool = False
-
-
-Body = bytes | memoryview
-"""A piece of an answer: bytes, or a byte view of an array (sent without a copy)."""
 
 
 class Reply(NamedTuple):
@@ -168,17 +137,19 @@ class Service:
         self.limits = limits
         self.memo = LinkMemo() if memo is None else memo
 
-    def run(self, query: Query) -> Reply | Stream:
-        """Answer one request; every error raised is a domain error from errors.py."""
+    def run(self, query: Query, allocate: Allocate | None = None) -> Reply | Stream:
+        """Answer one request; every error raised is a domain error from errors.py.
+
+        Big binary answers are read into buffers from ``allocate`` (NumPy's by default)."""
         try:
-            return self._run(query)
+            return self._run(query, allocate)
         except (OSError, RuntimeError) as error:  # HDF5 failing on a damaged file
             log.warning("HDF5 error on %s %s: %r", query.file, query.path, error)
             raise InvalidFileError(
                 f"Cannot read {query.path or '/'} in {query.file}: the file may be damaged"
             ) from None
 
-    def _run(self, query: Query) -> Reply | Stream:
+    def _run(self, query: Query, allocate: Allocate | None) -> Reply | Stream:
         """run() without the translation of HDF5's own exceptions."""
         resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
         os_path = self.policy.resolve(query.file)
@@ -186,71 +157,61 @@ class Service:
             h5file = resources.enter_context(self.files.open(os_path, query.file))
             guard = PolicyGuard(self.policy, self.files, resources, self.memo)
             content = create_content(h5file, query.path, resolve_links, guard=guard)
-            result = ENDPOINTS[query.endpoint](self, content, query)
+            result = ENDPOINTS[query.endpoint](self, content, query, allocate)
             if isinstance(result, Stream):
                 result.resources = resources.pop_all()  # the stream releases the file
             return result
 
-    def meta(self, content: EntityContent, query: Query) -> Reply | Stream:
+    def meta(
+        self, content: EntityContent, query: Query, allocate: Allocate | None = None
+    ) -> Reply | Stream:
         """Metadata of any entity."""
-        return _reply(encode(content.metadata()))
+        return _reply(encode_parts(content.metadata()))
 
-    def attr(self, content: EntityContent, query: Query) -> Reply | Stream:
+    def attr(
+        self, content: EntityContent, query: Query, allocate: Allocate | None = None
+    ) -> Reply | Stream:
         """Attribute values of an entity, all or those named by attr_keys."""
-        return _reply(encode(content.attributes(list(query.attr_keys) or None)))
+        return _reply(encode_parts(content.attributes(list(query.attr_keys) or None)))
 
-    def data(self, content: EntityContent, query: Query) -> Reply | Stream:
+    def data(
+        self, content: EntityContent, query: Query, allocate: Allocate | None = None
+    ) -> Reply | Stream:
         """Dataset values; streamed or refused, decided before reading, when they are big."""
         if not isinstance(content, DatasetContent):
-            return _reply(encode(content.data()))  # raises the core's error for this kind
-        if query.format not in ENCODINGS:
-            raise QueryArgumentError(f"Unsupported encoding {query.format}")
-        info = content.selection_info(query.selection, query.dtype, query.flatten)
-        check_chunks(content, info, self.limits.max_chunk_bytes)
-        items = info.nbytes // info.dtype.itemsize if info.dtype.itemsize else 0
-        size = estimated_size(info.nbytes, items, query.format)
-        limits = self.limits
-        if query.format in STREAMABLE and size > min(
-            limits.stream_block_bytes, limits.max_response_bytes
-        ):
-            return self._stream(content, query)
-        if size > self.limits.max_response_bytes:
-            raise TooLargeError(
-                f"The answer would take about {size} bytes as {query.format or 'json'}, over "
-                f"this server's limit of {self.limits.max_response_bytes} bytes: use a "
-                "selection to ask for part of the dataset (or format=bin or npy)"
+            return _reply(encode_parts(content.data()))  # raises the core's error for this kind
+        if query.format in ENCODINGS:  # an unknown format is refused before the selection
+            info = content.selection_info(query.selection, query.dtype, query.flatten)
+            check_chunks(content, info, self.limits.max_chunk_bytes)
+        return _reply(
+            encode_data(
+                content,
+                query.selection,
+                query.dtype,
+                query.format,
+                flatten=query.flatten,
+                max_bytes=self.limits.max_response_bytes,
+                block_bytes=self.limits.stream_block_bytes,
+                allocate=allocate,
             )
-        data = content.data(query.selection, query.flatten, query.dtype)
-        if query.format in (None, "json"):
-            return json_parts(data)
-        if query.format in STREAMABLE:
-            return binary_reply(data, query.format)
-        return _reply(encode(data, query.format))
-
-    def _stream(self, content: DatasetContent, query: Query) -> Stream:
-        """A block-by-block answer whose Content-Length is known up front."""
-        response = stream_encode(
-            content,
-            query.selection,
-            query.dtype,
-            query.format,
-            self.limits.stream_block_bytes,
-            flatten=query.flatten,
         )
-        return Stream(response.headers, iter(response.chunks))
 
-    def stats(self, content: EntityContent, query: Query) -> Reply | Stream:
+    def stats(
+        self, content: EntityContent, query: Query, allocate: Allocate | None = None
+    ) -> Reply | Stream:
         """Statistics of a dataset selection (computed block by block by the core)."""
         if isinstance(content, DatasetContent):
             info = content.selection_info(query.selection)
             check_chunks(content, info, self.limits.max_chunk_bytes)
-        return _reply(encode(content.data_stats(query.selection)))
+        return _reply(encode_parts(content.data_stats(query.selection)))
 
-    def paths(self, content: EntityContent, query: Query) -> Reply | Stream:
+    def paths(
+        self, content: EntityContent, query: Query, allocate: Allocate | None = None
+    ) -> Reply | Stream:
         """Paths of the group and of every entity below it, as h5grove lists them."""
         if not isinstance(content, GroupContent):
             raise EntityKindError(f"{content.path} is a {content.kind}, not a group: no paths")
-        return _reply(encode(content.paths(_links(query))))
+        return _reply(encode_parts(content.paths(_links(query))))
 
 
 def _links(query: Query) -> LinkResolution:
@@ -258,58 +219,14 @@ def _links(query: Query) -> LinkResolution:
     return parse_link_resolution_arg(query.resolve_links, LinkResolution.ONLY_VALID)
 
 
-def _reply(response: Response) -> Reply:
-    """Our reply from the core's Response."""
-    return Reply([response.content], response.headers)
+def _reply(response: StreamResponse) -> Reply | Stream:
+    """Our answer from the encoders': whole (a list of parts) or block by block."""
+    if isinstance(response.chunks, list):
+        return Reply(response.chunks, response.headers)
+    return Stream(response.headers, response.chunks)
 
 
-def json_parts(data: Any) -> Reply:
-    """JSON of an array over JSON_WHOLE_ITEMS values in orjson calls of JSON_BLOCK_ITEMS
-    values: one call for the whole array would hold the GIL (freezing the event loop) for
-    seconds.
-
-    Row blocks of a C-contiguous array encode to the same bytes as the whole array, so the
-    answer is identical to encode(data); each block's brackets are cut by a view (no copy),
-    and the parts are sent one after the other, never joined.
-    """
-    big = isinstance(data, np.ndarray) and data.ndim >= 1 and data.size > JSON_WHOLE_ITEMS
-    if not big or not data.flags.c_contiguous or data.shape[0] < 2:
-        return _reply(encode(data))
-    rows = max(1, JSON_BLOCK_ITEMS * data.shape[0] // data.size)
-    parts: list[Body] = [b"["]
-    for first in range(0, data.shape[0], rows):
-        if first:
-            parts.append(b",")
-        parts.append(memoryview(orjson_encode(data[first : first + rows]))[1:-1])
-    parts.append(b"]")
-    headers = {**JSON_HEADERS, "Content-Length": str(sum(map(len, parts)))}
-    return Reply(parts, headers)
-
-
-def binary_reply(data: Any, encoding: str) -> Reply:
-    """bin/npy of an array in memory as a view of its own buffer: the bytes of encode(),
-    without tobytes()'s copy of the whole answer. Anything unusual goes through encode()."""
-    if (
-        not isinstance(data, np.ndarray)
-        or not data.size
-        or not data.flags.c_contiguous
-        or data.dtype.hasobject
-        or (encoding == "npy" and not is_numeric_dtype(data.dtype))
-    ):
-        return _reply(encode(data, encoding))
-    head = npy_header(data.shape, data.dtype) if encoding == "npy" else b""
-    body = byte_view(data)
-    parts: list[Body] = [head, body] if head else [body]
-    length = len(head) + len(body)
-    return Reply(parts, {**FORMAT_HEADERS[encoding], "Content-Length": str(length)})
-
-
-def byte_view(array: np.ndarray) -> memoryview:
-    """Flat unsigned-byte view of a non-empty C-contiguous array (len() counts bytes)."""
-    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-
-
-ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query], Any]] = {
+ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query, Allocate | None], Any]] = {
     "meta": Service.meta,
     "attr": Service.attr,
     "data": Service.data,

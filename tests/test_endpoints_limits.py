@@ -155,8 +155,8 @@ async def test_keep_alive_answers_are_framed_exactly(
     api, big, http_server_client, jp_base_url, jp_serverapp, monkeypatch
 ) -> None:
     """Bodies sent as array views or JSON pieces keep exact lengths over one connection."""
-    monkeypatch.setattr("jupyter_h5grove.service.JSON_WHOLE_ITEMS", 10_000)  # JSON in pieces
-    monkeypatch.setattr("jupyter_h5grove.service.JSON_BLOCK_ITEMS", 10_000)
+    monkeypatch.setattr("jupyter_h5grove.encoders.JSON_WHOLE_ITEMS", 10_000)  # JSON in pieces
+    monkeypatch.setattr("jupyter_h5grove.encoders.JSON_BLOCK_ITEMS", 10_000)
     port = http_server_client.get_http_port()
     token = jp_serverapp.identity_provider.token
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
