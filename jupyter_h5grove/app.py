@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Int, TraitError, Unicode, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from . import handlers
-from .files import FileCache
 from .linkmemo import DEFAULT_SIZE as DEFAULT_LINK_CACHE_SIZE
-from .linkmemo import LinkMemo
-from .paths import RootPolicy
-from .service import Limits, Service
+from .pool import ProcessPool
+from .runners import Runner, ThreadRunner
+from .service import Limits, Settings, build_service
 
 MiB = 1024 * 1024
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+DEFAULT_WORKER_PROCESSES = min(4, _usable_cores())
+"""One per usable core, at most 4: a viewer has a few requests in flight at a time, each
+process costs memory (see the README), and JupyterHub nodes are shared by many servers."""
 
 ROUTES: tuple[tuple[str, type[handlers.H5GroveHandler]], ...] = (
     ("", handlers.RootHandler),
@@ -97,6 +109,28 @@ class H5GroveApp(ExtensionApp):
         "status-change times); a few hundred bytes each. 0 disables.",
     ).tag(config=True)
 
+    worker_processes = Int(
+        DEFAULT_WORKER_PROCESSES,
+        help="Worker processes running the HDF5 work (open, read, decompress, encode): they use "
+        "several cores, can be stopped, and a crash in one (a faulty filter plugin, memory "
+        "exhausted) cannot take the Jupyter server down. They start with the first request "
+        "and stop when idle. 0 runs the work in threads of the server process instead (no "
+        "isolation, one core for HDF5). Default: the cores this process may use, at most 4.",
+    ).tag(config=True)
+
+    request_timeout = Float(
+        120.0,
+        help="Seconds the HDF5 work of one request (or one block of a streamed answer) may "
+        "take: past it the request answers 504 and its worker process is killed and replaced "
+        "(a worker thread cannot be stopped: it finishes on its own). 0: no limit.",
+    ).tag(config=True)
+
+    worker_idle_timeout = Float(
+        300.0,
+        help="Seconds after which a worker process with no work stops (and, with it, its open "
+        "files and remembered link targets); 0: never.",
+    ).tag(config=True)
+
     @validate("url_prefix")
     def _valid_prefix(self, proposal: dict[str, Any]) -> str:
         """Strip slashes so `h5web`, `/h5web/` and `h5web/` mean the same prefix."""
@@ -104,6 +138,13 @@ class H5GroveApp(ExtensionApp):
         if not value:
             raise TraitError("H5GroveApp.url_prefix must not be empty")
         return value
+
+    @validate("worker_processes", "request_timeout", "worker_idle_timeout")
+    def _not_negative(self, proposal: dict[str, Any]) -> Any:
+        """Counts and durations are 0 or more."""
+        if proposal["value"] < 0:
+            raise TraitError(f"H5GroveApp.{proposal['trait'].name} must not be negative")
+        return proposal["value"]
 
     @validate("worker_threads", "stream_block_bytes", "max_response_bytes", "max_chunk_bytes")
     def _positive(self, proposal: dict[str, Any]) -> int:
@@ -114,36 +155,48 @@ class H5GroveApp(ExtensionApp):
         return value
 
     def initialize_settings(self) -> None:
-        """Build the request service: root policy, file cache and worker threads."""
+        """Build the runner of the HDF5 work: worker processes, or threads of this process."""
         assert self.serverapp is not None
         cm = self.serverapp.contents_manager
         root = str(getattr(cm, "root_dir", None) or self.serverapp.root_dir)
-        policy = RootPolicy(
-            root,
-            allow_hidden=lambda: bool(getattr(cm, "allow_hidden", False)),
+        settings = Settings(
+            root=root,
             allow_symlinks_outside_root=self.allow_symlinks_outside_root,
+            file_locking=self.file_locking,
+            open_files_cache_size=self.open_files_cache_size,
+            link_cache_size=self.link_cache_size,
+            limits=Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
         )
-        self.executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="h5grove")
-        self.service = Service(
-            policy,
-            FileCache(
-                self.open_files_cache_size,
-                locking=self.file_locking,
-                background=self.executor.submit,
-            ),
-            Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
-            LinkMemo(self.link_cache_size),
-        )
+
+        def allow_hidden() -> bool:
+            return bool(getattr(cm, "allow_hidden", False))
+
+        self.runner: Runner
+        if self.worker_processes:
+            self.runner = ProcessPool(
+                settings,
+                self.worker_processes,
+                allow_hidden,
+                timeout=self.request_timeout,
+                idle_timeout=self.worker_idle_timeout,
+            )
+            where = f"{self.worker_processes} worker processes at most"
+        else:
+            executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="h5grove")
+            service = build_service(settings, allow_hidden, background=executor.submit)
+            self.runner = ThreadRunner(service, executor, self.request_timeout)
+            where = f"{self.worker_threads} worker threads"
         self.log.info(
-            "jupyter_h5grove | serving HDF5 files of %s at %s",
-            policy.root,
+            "jupyter_h5grove | serving HDF5 files of %s at %s (%s)",
+            os.path.normpath(os.path.abspath(root)),
             self.served_url(),
+            where,
         )
 
     def initialize_handlers(self) -> None:
         """Register every endpoint under {base_url}{url_prefix}/ (base_url is added for us)."""
         prefix = re.escape(self.url_prefix)
-        context = {"service": self.service, "executor": self.executor}
+        context = {"runner": self.runner}
         for endpoint, handler in ROUTES:
             pattern = f"{prefix}/?" if not endpoint else f"{prefix}/{endpoint}/?"
             self.handlers.append((pattern, handler, context))
@@ -179,9 +232,8 @@ class H5GroveApp(ExtensionApp):
         return clashes
 
     async def stop_extension(self) -> None:
-        """Stop the worker threads and close the cached files."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.service.files.close_all()
+        """Stop the worker processes (or threads) and close the cached files."""
+        await self.runner.stop()
 
 
 def _route_patterns(web_app: Any) -> list[tuple[str, Any]]:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 import orjson
-import tifffile
 
 from .errors import QueryArgumentError, TooLargeError, UnsupportedEncodingError
 from .typeinfo import is_numeric_data, is_numeric_dtype
@@ -142,6 +141,8 @@ def npy_encode(data: np.ndarray) -> bytes:
 def tiff_encode(data: np.ndarray) -> bytes:
     """Grey-scale TIFF bytes of a 2D array."""
     with io.BytesIO() as buffer:
+        import tifffile  # only here: its import costs a worker process's start-up 10 ms
+
         tifffile.imwrite(buffer, data, photometric="minisblack")
         return buffer.getvalue()
 

@@ -1,4 +1,5 @@
-"""Domain errors of the core and the one table mapping them to HTTP status codes.
+"""Domain errors of the core (and of the worker layer) and the one table mapping them to HTTP
+status codes.
 
 The first four classes have the names and bases of ``h5grove.utils``' errors so code written
 for h5grove catches ours. Every other error subclasses one of them or ``H5GroveError`` so a
@@ -65,6 +66,14 @@ class InvalidFileError(H5GroveError):
     """The file is not HDF5, is truncated or corrupt, or is a directory."""
 
 
+class WorkerDiedError(H5GroveError):
+    """The worker process running the request died (killed, out of memory, crashed)."""
+
+
+class WorkTimeoutError(H5GroveError):
+    """The request's HDF5 work took longer than the server allows; its worker was stopped."""
+
+
 HTTP_STATUS: dict[type[BaseException], int] = {
     NotFoundError: 404,
     QueryArgumentError: 422,
@@ -72,6 +81,8 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     TooLargeError: 413,
     FilterUnavailableError: 422,
     InvalidFileError: 422,
+    WorkerDiedError: 502,
+    WorkTimeoutError: 504,
 }
 """Status code of each error class; subclasses inherit their nearest listed base's code."""
 

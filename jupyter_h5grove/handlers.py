@@ -1,10 +1,8 @@
-"""Thin tornado handlers: parse the h5grove query, run the request in a worker thread, write."""
+"""Thin tornado handlers: parse the h5grove query, have the runner do the work, write."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable
 from http.client import responses
 from typing import Any, ClassVar, TypeVar
 
@@ -14,8 +12,10 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from .encoders import Body
 from .errors import QueryArgumentError, http_status
-from .service import Body, Query, Reply, Service, Stream
+from .runners import Blocks, Runner, Whole
+from .service import Query
 
 T = TypeVar("T")
 
@@ -48,10 +48,9 @@ class H5GroveHandler(APIHandler):
 
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, service: Service, executor: Executor) -> None:
-        """Receive the app's request service and worker threads."""
-        self.service = service
-        self.executor = executor
+    def initialize(self, runner: Runner) -> None:
+        """Receive the app's runner of HDF5 work (worker processes or threads)."""
+        self.runner = runner
 
     def compute_etag(self) -> str | None:
         """No ETag: hashing every (possibly huge) body costs more than it saves."""
@@ -65,15 +64,16 @@ class H5GroveHandler(APIHandler):
             message = error.log_message % error.args if error.args else error.log_message
         self.finish(orjson.dumps({"message": message}))
 
-    async def in_worker(self, function: Callable[..., T], *args: Any) -> T:
-        """Run blocking HDF5 work in a worker thread, translating its errors to HTTP."""
-        loop = asyncio.get_running_loop()
+    async def work(self, awaitable: Awaitable[T]) -> T:
+        """Wait for HDF5 work done elsewhere, translating its errors to HTTP."""
         try:
-            return await loop.run_in_executor(self.executor, function, *args)
+            return await awaitable
         except Exception as error:
             http_error = to_http_error(error)
-            if http_error.status_code >= 500:
+            if http_error.status_code == 500:
                 self.log.error("jupyter_h5grove | %s failed", self.request.uri, exc_info=True)
+            elif http_error.status_code > 500:
+                self.log.warning("jupyter_h5grove | %s: %s", self.request.uri, error)
             raise http_error from None
 
 
@@ -138,35 +138,39 @@ class FileHandler(H5GroveHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """Do all HDF5 work for the request in one worker call, then write what it produced."""
-        result = await self.in_worker(self.service.run, self.query())
-        if isinstance(result, Reply):
-            await self.write_reply(result)
+        """Have the request's HDF5 work done in one call, then write what it produced."""
+        result = await self.work(self.runner.run(self.query()))
+        if isinstance(result, Whole):
+            try:
+                await self.write_whole(result)
+            finally:
+                result.release()
         else:
-            await self.write_stream(result)
+            await self.write_blocks(result)
 
-    async def write_reply(self, reply: Reply) -> None:
+    async def write_whole(self, answer: Whole) -> None:
         """Send an answer built in memory: small ones in one write, big ones part by part."""
-        content_type = self.set_headers(reply.headers)
-        if sum(map(len, reply.parts)) <= SMALL_REPLY_BYTES:
-            self.finish(b"".join(reply.parts), set_content_type=content_type)
+        content_type = self.set_headers(answer.headers)
+        if sum(map(len, answer.parts)) <= SMALL_REPLY_BYTES:
+            self.finish(b"".join(answer.parts), set_content_type=content_type)
             return
         try:
             await self.flush()  # the headers
-            for part in reply.parts:
+            for part in answer.parts:
                 await self.write_body(part)
         except StreamClosedError:
             self.log.info("jupyter_h5grove | client left during %s", self.request.path)
             return
         self.finish(set_content_type=content_type)
 
-    async def write_stream(self, stream: Stream) -> None:
-        """Send a big binary answer block by block, each block read in a worker thread."""
-        content_type = self.set_headers(stream.headers)
+    async def write_blocks(self, blocks: Blocks) -> None:
+        """Send a big binary answer block by block, each block read when the last is sent."""
+        content_type = self.set_headers(blocks.headers)
         try:
             await self.flush()  # the headers
-            while (block := await self.in_worker(stream.next_block)) is not None:
+            while (block := await self.work(blocks.next_block())) is not None:
                 await self.write_body(block)
+                del block
         except StreamClosedError:
             self.log.info("jupyter_h5grove | client left during %s", self.request.path)
             return
@@ -177,7 +181,7 @@ class FileHandler(H5GroveHandler):
                 self.request.connection.close()  # type: ignore[attr-defined]
             return
         finally:
-            await asyncio.get_running_loop().run_in_executor(self.executor, stream.close)
+            await blocks.close()
         self.finish(set_content_type=content_type)
 
     async def write_body(self, part: Body) -> None:

@@ -73,6 +73,35 @@ class Limits(NamedTuple):
     max_chunk_bytes: int = 256 * 1024 * 1024
 
 
+class Settings(NamedTuple):
+    """Everything a Service is built from (picklable: a worker process builds its own)."""
+
+    root: str
+    allow_symlinks_outside_root: bool
+    file_locking: bool
+    open_files_cache_size: int
+    link_cache_size: int
+    limits: Limits
+
+
+def build_service(
+    settings: Settings,
+    allow_hidden: Callable[[], bool],
+    background: Callable[[Callable[[], None]], object] | None = None,
+) -> Service:
+    """A Service for these settings; `allow_hidden` is asked at each request (it may change
+    while the server runs); `background` closes evicted files off the request path."""
+    policy = RootPolicy(
+        settings.root,
+        allow_hidden=allow_hidden,
+        allow_symlinks_outside_root=settings.allow_symlinks_outside_root,
+    )
+    files = FileCache(
+        settings.open_files_cache_size, locking=settings.file_locking, background=background
+    )
+    return Service(policy, files, settings.limits, LinkMemo(settings.link_cache_size))
+
+
 def check_chunks(content: DatasetContent, info: SelectionInfo, limit: int) -> None:
     """Refuse, before reading, a dataset whose compressed chunks HDF5 would inflate past `limit`.
 

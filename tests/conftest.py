@@ -22,6 +22,13 @@ ORACLE = "h5grove-oracle"
 Params = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 
+WORKER_MODES = {
+    "processes": {},  # the default: worker processes
+    "threads": {"H5GroveApp": {"worker_processes": 0}},
+}
+"""Config of each way to run the HDF5 work, for modules that test both."""
+
+
 @pytest.fixture
 def h5grove_config() -> dict[str, Any]:
     """Extra config for one test module or test (override to change traits)."""

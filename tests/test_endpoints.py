@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from conftest import error_message
+from conftest import WORKER_MODES, error_message
 
 COMPARED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length")
 REFUSED_ON_PURPOSE = {
@@ -122,6 +122,12 @@ def cases() -> list[tuple[str, list[tuple[str, str]]]]:
         ("data", [("path", "/float3d"), ("selection", "1"), ("flatten", "true"), ("format", "csv")])
     )
     return out
+
+
+@pytest.fixture(params=list(WORKER_MODES))
+def h5grove_config(request) -> dict:
+    """Every comparison runs against worker processes and against worker threads."""
+    return WORKER_MODES[request.param]
 
 
 @pytest.fixture

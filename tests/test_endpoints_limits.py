@@ -10,7 +10,9 @@ import h5py
 import numpy as np
 import orjson
 import pytest
-from conftest import error_message
+from conftest import WORKER_MODES, error_message
+
+from jupyter_h5grove.runners import ThreadRunner
 
 MiB = 1024 * 1024
 VALUES = np.arange(3 * MiB // 8, dtype=np.float64).reshape(384, 1024)
@@ -93,6 +95,7 @@ async def test_stats_of_big_dataset(api, big) -> None:
     assert stats["mean"] == pytest.approx(float(VALUES.mean()))
 
 
+@pytest.mark.parametrize("h5grove_config", list(WORKER_MODES.values()), ids=list(WORKER_MODES))
 async def test_client_leaving_mid_download(api, big, http_server_client, jp_base_url, jp_serverapp):
     """A client closing the connection mid-stream leaves the server healthy, file released."""
     port = http_server_client.get_http_port()
@@ -109,8 +112,11 @@ async def test_client_leaving_mid_download(api, big, http_server_client, jp_base
     writer.close()
     await asyncio.sleep(0.5)
     (extension,) = jp_serverapp.extension_manager.extension_apps["jupyter_h5grove"]
-    entries = extension.service.files._entries
-    assert all(entry.users == 0 for entry in entries.values())
+    runner = extension.runner
+    if isinstance(runner, ThreadRunner):  # the file's lease was returned
+        assert all(entry.users == 0 for entry in runner.service.files._entries.values())
+    else:  # the worker closed the stream (and its lease) and is free
+        assert all(not w.streams and not w.lock.locked() for w in runner.workers)
     response = await api("data", file="big.h5", path="/x", format="bin")
     assert response.body == VALUES.tobytes()
 
@@ -151,10 +157,12 @@ class TestChunkLimit:
         assert (await api("meta", file="big.h5", path="/x")).code == 200
 
 
+@pytest.mark.parametrize("h5grove_config", list(WORKER_MODES.values()), ids=list(WORKER_MODES))
 async def test_keep_alive_answers_are_framed_exactly(
     api, big, http_server_client, jp_base_url, jp_serverapp, monkeypatch
 ) -> None:
-    """Bodies sent as array views or JSON pieces keep exact lengths over one connection."""
+    """Bodies sent as array views, JSON pieces (threads: the block sizes are patched) or
+    shared memory (processes) keep exact lengths over one connection."""
     monkeypatch.setattr("jupyter_h5grove.encoders.JSON_WHOLE_ITEMS", 10_000)  # JSON in pieces
     monkeypatch.setattr("jupyter_h5grove.encoders.JSON_BLOCK_ITEMS", 10_000)
     port = http_server_client.get_http_port()

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import orjson
 import pytest
+from conftest import WORKER_MODES
 from http_clients import download, status_probe
 from jupyter_server.utils import url_path_join
 
@@ -37,6 +38,12 @@ blocked loop fails."""
 
 MAX_DOWNLOADS = 5
 """Downloads made at most to see one with MIN_ANSWERS (one is enough on a quiet machine)."""
+
+
+@pytest.fixture(params=list(WORKER_MODES))
+def h5grove_config(request) -> dict:
+    """Worker processes and worker threads alike keep the event loop free."""
+    return WORKER_MODES[request.param]
 
 
 @pytest.fixture(scope="module")

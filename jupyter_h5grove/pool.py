@@ -1,0 +1,385 @@
+"""Supervised worker processes running the HDF5 work of requests (worker_processes >= 1).
+
+The event loop only routes: each request goes to a free worker, preferably one that served the
+same file recently (its open-file cache and memory are warm), else to any free worker, else to
+a new one while there are fewer than ``size``; otherwise it waits for the first to be free.
+Each worker runs one call at a time. A call that outlives ``timeout`` gets its worker killed
+(504); a worker that dies fails its call (502) and is replaced when next needed. Workers start
+with the first request, not with the server, and stop after ``idle_timeout`` seconds without
+work. See worker.py for the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from . import errors
+from .encoders import Body
+from .errors import WorkerDiedError, WorkTimeoutError
+from .ipc import Channel, Shared, socket_pair
+from .runners import Blocks, Whole, timeout_message
+from .service import Query, Settings
+
+log = logging.getLogger(__name__)
+
+AFFINITY_FILES = 64
+"""Files a worker is remembered to have served recently, for routing."""
+
+STOP_GRACE = 2.0
+"""Seconds a stopping worker is given to exit before it is killed."""
+
+
+class Worker:
+    """One worker process, its channel, and the call it is running (at most one)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, settings: Settings, on_exit: Callable[[Worker], None]) -> None:
+        """Start the process (call on the event loop's thread: the kernel kills the worker
+        when the thread that started it ends)."""
+        mine, theirs = socket_pair()
+        self.number = next(Worker._ids)
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jupyter_h5grove.worker",
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--parent",
+                    str(os.getpid()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        self.channel = Channel(mine)
+        self.channel.send(("init", settings))
+        self.lock = asyncio.Lock()
+        self.alive = True
+        self.last_used = time.monotonic()
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.streams = 0
+        self._reply: asyncio.Future[tuple[Any, list[int]]] | None = None
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(mine.fileno(), self._readable)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _readable(self) -> None:
+        """Take the worker's answers off the socket (called by the event loop)."""
+        while self.alive:
+            try:
+                received = self.channel.receive()
+            except BlockingIOError:
+                return
+            except OSError:
+                received = None
+            if received is None:
+                self._gone("its connection closed")
+                return
+            reply, self._reply = self._reply, None
+            if reply is not None and not reply.done():
+                reply.set_result(received)
+            else:  # an answer nobody waits for any more: free what it carries
+                for fd in received[1]:
+                    os.close(fd)
+
+    async def call(self, message: tuple[Any, ...], timeout: float) -> tuple[Any, list[int]]:
+        """Send a message and wait for its answer (the caller holds ``lock``)."""
+        if not self.alive:
+            raise WorkerDiedError("The worker process for this request is gone")
+        self._reply = self._loop.create_future()
+        reply = self._reply
+        try:
+            self.channel.send(message)
+        except OSError:
+            self._gone("it stopped reading")
+        try:
+            return await (asyncio.wait_for(reply, timeout) if timeout else reply)
+        except asyncio.TimeoutError:
+            self.kill(f"its call took longer than {timeout:g} s")
+            text = timeout_message(timeout, " (its worker process was killed)")
+            raise WorkTimeoutError(text) from None
+        finally:
+            self.last_used = time.monotonic()
+
+    def kill(self, why: str) -> None:
+        """Kill the process now (a stopped or stuck process too)."""
+        if self.alive:
+            log.warning("jupyter_h5grove | killing worker process %s: %s", self.pid, why)
+            with contextlib.suppress(OSError):
+                self.process.kill()
+        self._gone(why)
+
+    def _gone(self, why: str) -> None:
+        """Forget the process: fail its call, close the channel, tell the pool."""
+        if not self.alive:
+            return
+        self.alive = False
+        self._loop.remove_reader(self.channel.fileno())
+        self.channel.close()
+        code = self.process.poll()
+        if code is not None and code != 0:
+            log.warning("jupyter_h5grove | worker process %s exited (%s)", self.pid, _exit(code))
+        reply, self._reply = self._reply, None
+        if reply is not None and not reply.done():
+            reply.set_exception(
+                WorkerDiedError(
+                    "The worker process running this request died "
+                    f"({_exit(code) if code is not None else why}); the request can be retried"
+                )
+            )
+        self._on_exit(self)
+
+    def stop(self) -> None:
+        """Ask the process to exit (it is killed if it has not after STOP_GRACE)."""
+        if self.alive:
+            with contextlib.suppress(OSError):
+                self.channel.send(("stop",))
+        self._gone("stopped")
+
+
+def _exit(code: int) -> str:
+    """A process exit status in words."""
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
+class ProcessPool:
+    """Up to `size` worker processes, started on demand, routed to by file affinity."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        size: int,
+        allow_hidden: Callable[[], bool],
+        *,
+        timeout: float = 0,
+        idle_timeout: float = 0,
+    ) -> None:
+        self.settings = settings
+        self.size = size
+        self.allow_hidden = allow_hidden
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.workers: list[Worker] = []
+        self.exited: list[Worker] = []
+        """Processes told to stop or killed, not yet reaped."""
+        self._waiters: list[asyncio.Future[None]] = []
+        self._jobs = itertools.count(1)
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- requests
+
+    async def run(self, query: Query) -> Whole | Blocks:
+        """The answer to one request, from a worker process."""
+        worker = await self._acquire(query.file)
+        job = next(self._jobs)
+        try:
+            message, fds = await worker.call(
+                ("run", job, query, bool(self.allow_hidden())), self.timeout
+            )
+        finally:
+            self._release(worker)
+        kind = message[0]
+        if kind == "whole":
+            mapped = _Mapped(fds)
+            part = mapped.view(message[3])
+            return Whole(message[2], [part], release=mapped.close)
+        if kind == "stream":
+            worker.streams += 1
+            return _ProcessBlocks(self, worker, job, message[2])
+        raise _error(message)
+
+    async def _acquire(self, file: str) -> Worker:
+        """A worker for a request about `file`, its lock held."""
+        while True:
+            worker = self._pick(file)
+            if worker is None and len(self.workers) < self.size:
+                worker = self._spawn()
+            if worker is not None:
+                await worker.lock.acquire()  # free: taken at once
+                worker.recent[file] = None
+                worker.recent.move_to_end(file)
+                while len(worker.recent) > AFFINITY_FILES:
+                    worker.recent.popitem(last=False)
+                return worker
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _pick(self, file: str) -> Worker | None:
+        """A free worker, preferably one that served `file` recently."""
+        free = [w for w in self.workers if w.alive and not w.lock.locked()]
+        for worker in free:
+            if file in worker.recent:
+                return worker
+        return min(free, key=lambda w: len(w.recent), default=None)
+
+    def _release(self, worker: Worker) -> None:
+        """Give the worker back and wake whoever waits for one."""
+        worker.lock.release()
+        self.wake()
+
+    def wake(self) -> None:
+        """A worker may be free: let waiting requests look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _spawn(self) -> Worker:
+        worker = Worker(self.settings, self._exited)
+        self.workers.append(worker)
+        log.info("jupyter_h5grove | started worker process %s", worker.pid)
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._maintain())
+        return worker
+
+    def _exited(self, worker: Worker) -> None:
+        """A worker is gone (stopped, killed or dead): reap it soon, let requests move on."""
+        if worker in self.workers:
+            self.workers.remove(worker)
+        self.exited.append(worker)
+        self.wake()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def _maintain(self) -> None:
+        """Stop idle workers and reap exited ones, while there are any."""
+        period = max(0.5, min(5.0, self.idle_timeout / 4)) if self.idle_timeout else 5.0
+        while self.workers or self.exited:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for worker in list(self.workers):
+                idle = not worker.lock.locked() and not worker.streams
+                if self.idle_timeout and idle and now - worker.last_used > self.idle_timeout:
+                    log.info("jupyter_h5grove | stopping idle worker process %s", worker.pid)
+                    worker.stop()
+            self._reap()
+
+    def _reap(self, force: bool = False) -> None:
+        """Collect exited processes; kill those that overstay STOP_GRACE (or all if force)."""
+        for worker in list(self.exited):
+            if worker.process.poll() is not None:
+                self.exited.remove(worker)
+            elif force or time.monotonic() - worker.last_used > STOP_GRACE:
+                worker.process.kill()
+
+    async def stop(self) -> None:
+        """Stop every worker (the server is stopping) and wait until they have exited."""
+        for worker in list(self.workers):
+            worker.last_used = time.monotonic()
+            worker.stop()
+        for _ in range(int(STOP_GRACE / 0.01)):
+            self._reap()
+            if not self.exited:
+                break
+            await asyncio.sleep(0.01)
+        self._reap(force=True)
+        for worker in list(self.exited):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(5)
+        self.exited.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [w.pid for w in self.workers if w.alive]
+
+
+def _error(message: tuple[Any, ...]) -> Exception:
+    """The domain error a worker reported (500 for what it could not name)."""
+    _, _job, name, text = message
+    cls = getattr(errors, name, None) if name else None
+    if isinstance(cls, type) and issubclass(cls, Exception) and errors.http_status(cls()):
+        return cls(text)
+    return RuntimeError(text)
+
+
+class _Mapped:
+    """The shared buffers of one answer, mapped read-only in this process."""
+
+    def __init__(self, fds: list[int] | None = None) -> None:
+        self.buffers: dict[int, Shared] = {}
+        self._fds = list(fds or [])
+
+    def view(self, body: tuple[Any, ...]) -> Body:
+        """The bytes a body message describes (a view of shared memory, no copy)."""
+        if body[0] == "inline":
+            return bytes(body[1])
+        _, key, size, start, stop = body
+        if key not in self.buffers:
+            self.buffers[key] = Shared(self._fds.pop(0), size, writable=False)
+        return self.buffers[key].view(start, stop)
+
+    def take(self, fds: list[int]) -> None:
+        """Descriptors that came with a later message (a stream's new buffer)."""
+        self._fds.extend(fds)
+
+    def close(self) -> None:
+        for shared in self.buffers.values():
+            shared.close()
+        self.buffers.clear()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+
+class _ProcessBlocks:
+    """A stream whose reader lives in one worker: each block is one call to it."""
+
+    def __init__(self, pool: ProcessPool, worker: Worker, job: int, headers: dict[str, str]):
+        self.pool = pool
+        self.worker = worker
+        self.job = job
+        self.headers = headers
+        self.mapped = _Mapped()
+        self.open = True
+
+    async def next_block(self) -> Body | None:
+        async with self.worker.lock:
+            message, fds = await self.worker.call(("next", self.job), self.pool.timeout)
+        self.pool.wake()
+        self.mapped.take(fds)
+        if message[0] == "block":
+            return self.mapped.view(message[2])
+        self._ended()
+        if message[0] == "end":
+            return None
+        raise _error(message)
+
+    async def close(self) -> None:
+        if self.open and self.worker.alive:
+            try:
+                async with self.worker.lock:
+                    await self.worker.call(("close", self.job), self.pool.timeout)
+            except (WorkerDiedError, WorkTimeoutError):
+                pass
+            self.pool.wake()
+        self._ended()
+        self.mapped.close()
+
+    def _ended(self) -> None:
+        if self.open:
+            self.open = False
+            self.worker.streams -= 1
