@@ -35,7 +35,14 @@ from .entities import (
     _text,
 )
 from .errors import ForbiddenError
-from .guard import Guard, describe_external, resolve_entity
+from .guard import (
+    Guard,
+    Target,
+    describe_external,
+    locate_target,
+    remembered,
+    resolve_entity,
+)
 from .linkmemo import Described
 from .models import DatatypeMetadata, EntityMetadata, GroupMetadata, LinkResolution
 from .typeinfo import get_type_metadata
@@ -78,11 +85,35 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
         if target is None:
             return self._child(name).metadata(0)
         path = hdf_path_join(self._path, _text(name))
-        found = describe_external(guard, filename, *target, _describe_briefly)
+        found = describe_link_target(guard, filename, *target)
         if isinstance(found, Described) and found.metadata is not None:
             return cast(EntityMetadata, {**found.metadata, "name": _text(name)})
         refused = str(found) if isinstance(found, ForbiddenError) else None
         return ExternalLinkContent(path, h5py.ExternalLink(*target), refused=refused).metadata()
+
+    def undescribed_links(self, probe: int = 16) -> list[tuple[str, str, str]]:
+        """The external links among the children whose targets the guard's memo does not
+        describe (each would be opened to describe this group): (OS path of the file holding
+        the link, target file, target path), to be described anywhere (see
+        :func:`describe_link_target`). Empty if the first `probe` of them are all known (a
+        group seen before: the few that changed are described as they come)."""
+        guard = self._guard
+        if guard is None or guard.memo is None:
+            return []
+        filename = self._h5py_entity.file.filename
+        tasks: list[tuple[str, str, str]] = []
+        checked = 0
+        for name in self._h5py_entity:
+            target = self._external_target(name)
+            if target is None:
+                continue
+            located = locate_target(guard, filename, *target)
+            if isinstance(located, Target) and remembered(guard, located) is None:
+                tasks.append((filename, *target))
+            checked += 1
+            if checked == probe and not tasks:
+                return []
+        return tasks
 
     def _external_target(self, name: str | bytes) -> tuple[str, str] | None:
         """(file, path) of the child if it is an external link with a UTF-8 name."""
@@ -139,7 +170,7 @@ class GroupContent(ResolvedEntityContent[h5py.Group]):
         with a guard, a target known to resolve (its files unchanged) is not opened again."""
         if self._guard is not None:
             target = (_text(value[0]), _text(value[1]))
-            found = describe_external(self._guard, filename, *target, _describe_briefly)
+            found = describe_link_target(self._guard, filename, *target)
             if isinstance(found, Described) and found.metadata is not None:
                 return
         create_content(self._h5file, path, LinkResolution.ALL, guard=self._guard)
@@ -219,6 +250,15 @@ def create_content(
         path = "/"
     entity, refused = resolve_entity(h5file, path, LinkResolution(resolve_links), guard)
     return _wrap(path, entity, h5file, guard, refused)
+
+
+def describe_link_target(
+    guard: Guard, from_file: str, target_file: str, target_path: str
+) -> Described | ForbiddenError:
+    """The metadata (depth 0, name to be set) of what an external link stored in
+    ``from_file`` names, with the files it was read from (``Described``; its metadata is None
+    for a broken link), or the guard's refusal; from the guard's memo when it is valid."""
+    return describe_external(guard, from_file, target_file, target_path, _describe_briefly)
 
 
 def _describe_briefly(location: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .selection import (
     Index,
     Selected,
     SelectionInfo,
+    band_selections,
     index_shape,
     plan_blocks,
     plan_chunk_blocks,
@@ -167,6 +168,14 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
             if size:
                 self._read_into(block, index)
             yield convert(block, dtype)
+
+    def band_selections(self, selection: Selection, bands: int) -> list[str]:
+        """Selections of up to `bands` bands (whole chunks each) that together read the
+        selection in order (see ``selection.band_selections``); empty if it cannot be split."""
+        sel = self._select(selection)
+        if sel is None:
+            return []
+        return band_selections(sel, self._h5py_entity.chunks, bands)
 
     def read_into(
         self, out: np.ndarray, selection: Selection = None, dtype: str | None = "origin"

@@ -343,6 +343,83 @@ def encode_data(
     return encode_parts(content.data(selection, flatten, dtype), encoding)
 
 
+SPLIT_MIN_BYTES = 1024 * 1024
+"""Smallest bin/npy answer read in bands by several workers: below, the extra messages cost
+more than the parallel decompression saves."""
+
+SPLIT_MIN_ITEMS = 256 * 1024
+"""Smallest JSON answer (values) encoded in bands by several workers."""
+
+
+@dataclass
+class Bands:
+    """A data answer read (and encoded) in bands, each by its own worker, and put together:
+    ``head``, then the bands' bodies (less ``strip`` bytes at each end) joined by ``separator``,
+    then ``tail``. The bands' own queries use ``selections``, ``encoding`` and ``flatten``."""
+
+    selections: list[str]
+    encoding: str
+    flatten: bool
+    head: bytes
+    separator: bytes
+    tail: bytes
+    strip: int
+    headers: dict[str, str]
+    """Headers of the whole answer, but Content-Length."""
+
+    def assemble(self, bodies: list[Body]) -> StreamResponse:
+        """The whole answer from the bands' bodies, in order (views: nothing is copied)."""
+        parts: list[Body] = [self.head] if self.head else []
+        for number, body in enumerate(bodies):
+            if number and self.separator:
+                parts.append(self.separator)
+            view = memoryview(body)
+            parts.append(view[self.strip : len(view) - self.strip] if self.strip else view)
+        if self.tail:
+            parts.append(self.tail)
+        length = sum(len(part) for part in parts)
+        return StreamResponse({**self.headers, "Content-Length": str(length)}, length, parts)
+
+
+def plan_bands(
+    content: Any,
+    selection: Any = None,
+    dtype: str | None = "origin",
+    encoding: str | None = "json",
+    *,
+    flatten: bool = False,
+    workers: int,
+    max_bytes: int,
+    block_bytes: int,
+) -> Bands | None:
+    """How `workers` workers could share a data answer, or None when one should do it all:
+    a bin/npy answer of compressed chunks (decompression is the work) or a big numeric JSON
+    answer (encoding is), neither streamed nor refused, split along its first axis."""
+    if workers < 2 or encoding not in ENCODINGS:
+        return None
+    info = content.selection_info(selection, dtype, flatten)
+    if not info.shape or not is_numeric_dtype(info.dtype) or info.dtype.metadata is not None:
+        return None
+    items = info.nbytes // info.dtype.itemsize
+    size = estimated_size(info.nbytes, items, encoding)
+    if size > max_bytes or (encoding in STREAMABLE and size > block_bytes):
+        return None  # refused or streamed: decided by encode_data
+    if encoding in STREAMABLE:
+        if info.nbytes < SPLIT_MIN_BYTES or not info.chunk_nbytes:
+            return None
+        _check_binary(info, dtype, encoding)
+        head = npy_header(info.shape, info.dtype) if encoding == "npy" else b""
+        selections = content.band_selections(selection, workers)
+        headers = FORMAT_HEADERS[str(encoding)]
+        return Bands(selections, "bin", flatten, head, b"", b"", 0, headers) if selections else None
+    if encoding not in ("json", None) or items < SPLIT_MIN_ITEMS:
+        return None  # csv and tiff are made whole
+    selections = content.band_selections(selection, workers)
+    if not selections:
+        return None
+    return Bands(selections, "json", flatten, b"[", b",", b"]", 1, JSON_HEADERS)
+
+
 def _readable_in_place(info: Any) -> bool:
     """Whether HDF5 can read the answer straight into a buffer of the answer's dtype."""
     dt = info.dtype

@@ -40,9 +40,9 @@ import glob
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import h5py
 
@@ -374,6 +374,33 @@ def external_target(
             target = None  # HDF5 closes a file once the objects taken from it are released
 
 
+class Target(NamedTuple):
+    """An external link's target file as located by the guard, and its key in the memo."""
+
+    key: Hashable
+    os_path: str
+    identity: FileIdentity
+
+
+def locate_target(
+    guard: Guard, from_file: str, target_file: str, target_path: str
+) -> Target | ForbiddenError | None:
+    """Where the target of an external link stored in ``from_file`` (an OS path) is: a
+    Target, the guard's refusal, or None when it is missing or unreadable (a stat, no open)."""
+    try:
+        os_path, identity = guard.locate(from_file, target_file)
+    except ForbiddenError as refusal:
+        return refusal
+    except (OSError, NotFoundError, H5GroveError):
+        return None
+    return Target((os_path, target_path, guard.policy_key()), os_path, identity)
+
+
+def remembered(guard: Guard, target: Target) -> Described | None:
+    """The memo's description of a located target, if it is still valid."""
+    return guard.memo.get(target.key, target.identity) if guard.memo is not None else None
+
+
 def describe_external(
     guard: Guard,
     from_file: str,
@@ -388,22 +415,17 @@ def describe_external(
     Costs a stat when the memo knows the target; otherwise the target file is open only while
     it is described.
     """
-    try:
-        os_path, identity = guard.locate(from_file, target_file)
-    except ForbiddenError as refusal:
-        return refusal
-    except (OSError, NotFoundError, H5GroveError):
-        return BROKEN
-    key = (os_path, target_path, guard.policy_key())
-    memo = guard.memo
-    found = memo.get(key, identity) if memo is not None else None
+    target = locate_target(guard, from_file, target_file, target_path)
+    if not isinstance(target, Target):
+        return BROKEN if target is None else target
+    found = remembered(guard, target)
     if found is None:
-        with external_target(guard, os_path, target_path) as (entity, read):
+        with external_target(guard, target.os_path, target_path) as (entity, read):
             metadata = None if entity is None else describe(entity)
             del entity  # release the target's objects before its file is closed
-        found = Described(metadata, tuple(read) or ((os_path, identity),))
-        if memo is not None:
-            memo.put(key, found)
+        found = Described(metadata, tuple(read) or ((target.os_path, target.identity),))
+        if guard.memo is not None:
+            guard.memo.put(target.key, found)
     return found
 
 

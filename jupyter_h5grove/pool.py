@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import errors
-from .encoders import Body
+from .encoders import Bands, Body
 from .errors import WorkerDiedError, WorkTimeoutError
 from .ipc import Channel, Shared, socket_pair
 from .runners import Blocks, Whole, timeout_message
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 AFFINITY_FILES = 64
 """Files a worker is remembered to have served recently, for routing."""
+
+GATHER_SHARE = 128
+"""Link targets a worker describes per message when several share a group's description."""
 
 STOP_GRACE = 2.0
 """Seconds a stopping worker is given to exit before it is killed."""
@@ -68,7 +71,11 @@ class Worker:
             theirs.close()
         mine.setblocking(False)
         self.channel = Channel(mine)
-        self.channel.send(("init", settings))
+        self.maps: dict[int, Shared] = {}
+        """The worker's shared buffers, mapped here: key -> mapping."""
+        self.released: list[int] = []
+        """Keys of buffers written out, to give back with the next message."""
+        self.channel.send(([], ("init", settings)))
         self.lock = asyncio.Lock()
         self.alive = True
         self.last_used = time.monotonic()
@@ -95,11 +102,15 @@ class Worker:
             if received is None:
                 self._gone("its connection closed")
                 return
+            (dropped, message), fds = received
+            for key in dropped:
+                if key in self.maps:
+                    self.maps.pop(key).close()
             reply, self._reply = self._reply, None
             if reply is not None and not reply.done():
-                reply.set_result(received)
+                reply.set_result((message, fds))
             else:  # an answer nobody waits for any more: free what it carries
-                for fd in received[1]:
+                for fd in fds:
                     os.close(fd)
 
     async def call(self, message: tuple[Any, ...], timeout: float) -> tuple[Any, list[int]]:
@@ -108,8 +119,9 @@ class Worker:
             raise WorkerDiedError("The worker process for this request is gone")
         self._reply = self._loop.create_future()
         reply = self._reply
+        released, self.released = self.released, []
         try:
-            self.channel.send(message)
+            self.channel.send((released, message))
         except OSError:
             self._gone("it stopped reading")
         try:
@@ -120,6 +132,25 @@ class Worker:
             raise WorkTimeoutError(text) from None
         finally:
             self.last_used = time.monotonic()
+
+    def view(self, body: tuple[Any, ...], fds: list[int]) -> tuple[Body, int | None]:
+        """The bytes a body message describes (a view of shared memory, no copy), and the key
+        of the buffer to give back once they are written (None for inline bytes)."""
+        if body[0] == "inline":
+            return bytes(body[1]), None
+        _, key, size, start, stop = body
+        if fds:
+            if key in self.maps:
+                self.maps.pop(key).close()
+            self.maps[key] = Shared(fds.pop(0), size, writable=False)
+        for fd in fds:
+            os.close(fd)
+        return self.maps[key].view(start, stop), key
+
+    def give_back(self, key: int | None) -> None:
+        """A buffer the server has written out (given back with the next message)."""
+        if key is not None and self.alive:
+            self.released.append(key)
 
     def kill(self, why: str) -> None:
         """Kill the process now (a stopped or stuck process too)."""
@@ -136,6 +167,9 @@ class Worker:
         self.alive = False
         self._loop.remove_reader(self.channel.fileno())
         self.channel.close()
+        for shared in self.maps.values():
+            shared.close()
+        self.maps.clear()
         code = self.process.poll()
         if code is not None and code != 0:
             log.warning("jupyter_h5grove | worker process %s exited (%s)", self.pid, _exit(code))
@@ -153,7 +187,7 @@ class Worker:
         """Ask the process to exit (it is killed if it has not after STOP_GRACE)."""
         if self.alive:
             with contextlib.suppress(OSError):
-                self.channel.send(("stop",))
+                self.channel.send(([], ("stop",)))
         self._gone("stopped")
 
 
@@ -189,24 +223,128 @@ class ProcessPool:
     # ----------------------------------------------------------------- requests
 
     async def run(self, query: Query) -> Whole | Blocks:
-        """The answer to one request, from a worker process."""
+        """The answer to one request, from a worker process (and its helpers)."""
         worker = await self._acquire(query.file)
         job = next(self._jobs)
+        allow_hidden = bool(self.allow_hidden())
         try:
+            helpers = len(self._free()) + self.size - len(self.workers)
             message, fds = await worker.call(
-                ("run", job, query, bool(self.allow_hidden())), self.timeout
+                ("run", job, query, allow_hidden, helpers), self.timeout
             )
+            if message[0] == "scatter":
+                return await self._scatter(worker, message[2], message[3], allow_hidden)
+            if message[0] == "gather":
+                found = await self._gather(worker, message[2], allow_hidden)
+                message, fds = await worker.call(
+                    ("finish", job, query, allow_hidden, found), self.timeout
+                )
         finally:
             self._release(worker)
+        return self._answer(worker, job, message, fds)
+
+    def _answer(
+        self, worker: Worker, job: int, message: tuple[Any, ...], fds: list[int]
+    ) -> Whole | Blocks:
+        """A worker's answer as the handlers take it."""
         kind = message[0]
         if kind == "whole":
-            mapped = _Mapped(fds)
-            part = mapped.view(message[3])
-            return Whole(message[2], [part], release=mapped.close)
+            part, key = worker.view(message[3], fds)
+            return Whole(message[2], [part], release=lambda: worker.give_back(key))
         if kind == "stream":
             worker.streams += 1
             return _ProcessBlocks(self, worker, job, message[2])
         raise _error(message)
+
+    async def _scatter(
+        self, main: Worker, queries: list[Query], bands: Bands, allow_hidden: bool
+    ) -> Whole:
+        """Have the bands of a data answer read by `main` and the workers free now, each
+        taking the next band when done with one; then put the answer together."""
+        bodies: list[Body | None] = [None] * len(queries)
+        lent: list[tuple[Worker, int | None]] = []
+
+        async def band(worker: Worker, number: int) -> None:
+            message, fds = await worker.call(
+                ("run", next(self._jobs), queries[number], allow_hidden, 0), self.timeout
+            )
+            if message[0] != "whole":
+                for fd in fds:
+                    os.close(fd)
+                raise _error(message)
+            bodies[number], key = worker.view(message[3], fds)
+            lent.append((worker, key))
+
+        try:
+            await self._share(main, len(queries), band, spawn=False)
+        except BaseException:
+            for worker, key in lent:
+                worker.give_back(key)
+            raise
+        answer = bands.assemble([body for body in bodies if body is not None])
+
+        def release() -> None:
+            for worker, key in lent:
+                worker.give_back(key)
+
+        return Whole(answer.headers, list(answer.chunks), release=release)
+
+    async def _gather(
+        self, main: Worker, tasks: list[tuple[str, str, str]], allow_hidden: bool
+    ) -> list[bytes]:
+        """Have link targets described by `main`, the free workers and new ones (up to the
+        pool's size), in shares taken one after the other; return what the others found
+        (pickled: it only passes through here), `main` keeping its own in its memo."""
+        shares = max(1, min(len(tasks) // GATHER_SHARE, 8 * self.size))
+        bounds = [round(i * len(tasks) / shares) for i in range(shares + 1)]
+        found: list[bytes] = []
+
+        async def share(worker: Worker, number: int) -> None:
+            part = tasks[bounds[number] : bounds[number + 1]]
+            message, _ = await worker.call(
+                ("describe", next(self._jobs), part, allow_hidden, worker is not main),
+                self.timeout,
+            )
+            if message[0] != "described":
+                raise _error(message)
+            if message[2]:
+                found.append(message[2])
+
+        await self._share(main, shares, share, spawn=True)
+        return found
+
+    async def _share(
+        self,
+        main: Worker,
+        count: int,
+        work: Callable[[Worker, int], Awaitable[None]],
+        *,
+        spawn: bool,
+    ) -> None:
+        """Run work(worker, number) for numbers 0..count-1 on `main` and on the workers that
+        are free (and, with `spawn`, new ones up to the pool's size), each worker taking the
+        next number when done; the helpers are given back at the end."""
+        helpers = [w for w in self._free() if w is not main][: count - 1]
+        while spawn and len(helpers) + 1 < count and len(self.workers) < self.size:
+            helpers.append(self._spawn())
+        for helper in helpers:
+            await helper.lock.acquire()  # free: taken at once
+        numbers = iter(range(count))
+
+        async def drain(worker: Worker) -> None:
+            for number in numbers:
+                await work(worker, number)
+
+        try:  # every call ends before its worker is given back (one call per worker)
+            outcomes = await asyncio.gather(
+                *(drain(w) for w in (main, *helpers)), return_exceptions=True
+            )
+        finally:
+            for helper in helpers:
+                self._release(helper)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _acquire(self, file: str) -> Worker:
         """A worker for a request about `file`, its lock held."""
@@ -225,9 +363,13 @@ class ProcessPool:
             self._waiters.append(waiter)
             await waiter
 
+    def _free(self) -> list[Worker]:
+        """The workers running no call now."""
+        return [w for w in self.workers if w.alive and not w.lock.locked()]
+
     def _pick(self, file: str) -> Worker | None:
         """A free worker, preferably one that served `file` recently."""
-        free = [w for w in self.workers if w.alive and not w.lock.locked()]
+        free = self._free()
         for worker in free:
             if file in worker.recent:
                 return worker
@@ -316,35 +458,6 @@ def _error(message: tuple[Any, ...]) -> Exception:
     return RuntimeError(text)
 
 
-class _Mapped:
-    """The shared buffers of one answer, mapped read-only in this process."""
-
-    def __init__(self, fds: list[int] | None = None) -> None:
-        self.buffers: dict[int, Shared] = {}
-        self._fds = list(fds or [])
-
-    def view(self, body: tuple[Any, ...]) -> Body:
-        """The bytes a body message describes (a view of shared memory, no copy)."""
-        if body[0] == "inline":
-            return bytes(body[1])
-        _, key, size, start, stop = body
-        if key not in self.buffers:
-            self.buffers[key] = Shared(self._fds.pop(0), size, writable=False)
-        return self.buffers[key].view(start, stop)
-
-    def take(self, fds: list[int]) -> None:
-        """Descriptors that came with a later message (a stream's new buffer)."""
-        self._fds.extend(fds)
-
-    def close(self) -> None:
-        for shared in self.buffers.values():
-            shared.close()
-        self.buffers.clear()
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
-
-
 class _ProcessBlocks:
     """A stream whose reader lives in one worker: each block is one call to it."""
 
@@ -353,23 +466,30 @@ class _ProcessBlocks:
         self.worker = worker
         self.job = job
         self.headers = headers
-        self.mapped = _Mapped()
+        self.keys: set[int] = set()
         self.open = True
 
     async def next_block(self) -> Body | None:
+        """One call: the worker reads the next block (the last one has been written)."""
         async with self.worker.lock:
             message, fds = await self.worker.call(("next", self.job), self.pool.timeout)
         self.pool.wake()
-        self.mapped.take(fds)
         if message[0] == "block":
-            return self.mapped.view(message[2])
-        self._ended()
+            part, key = self.worker.view(message[2], fds)
+            if key is not None:
+                self.keys.add(key)
+            return part
+        for fd in fds:
+            os.close(fd)
         if message[0] == "end":
             return None
+        self._ended()
         raise _error(message)
 
     async def close(self) -> None:
+        """Tell the worker to close the stream; its buffers come back with the message."""
         if self.open and self.worker.alive:
+            self.worker.released.extend(self.keys)
             try:
                 async with self.worker.lock:
                     await self.worker.call(("close", self.job), self.pool.timeout)
@@ -377,7 +497,6 @@ class _ProcessBlocks:
                 pass
             self.pool.wake()
         self._ended()
-        self.mapped.close()
 
     def _ended(self) -> None:
         if self.open:

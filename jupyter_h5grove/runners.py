@@ -80,9 +80,10 @@ class ThreadRunner:
 
     async def run(self, query: Query) -> Whole | Blocks:
         """Run the request in a thread."""
-        result = await self.call(self.service.run, query)
+        result = await self.call(self.service.run, query)  # no helpers: no plan comes back
         if isinstance(result, Reply):
             return Whole(result.headers, result.parts)
+        assert isinstance(result, Stream)
         return _ThreadBlocks(self, result)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:

@@ -254,6 +254,40 @@ def plan_chunk_blocks(
     )
 
 
+def band_selections(sel: Selected, chunks: tuple[int, ...] | None, bands: int) -> list[str]:
+    """Selection strings of up to `bands` consecutive bands of the answer along its first
+    axis, which read `sel` when their answers are put end to end; bands hold whole chunks (as
+    evenly as possible) when the step is 1, so no chunk is decompressed twice. Empty when
+    the answer cannot be split in two."""
+    kept = [axis for axis, dim in enumerate(sel.dims) if dim.keep]
+    if not kept or bands < 2:
+        return []
+    axis = kept[0]
+    dim = sel.dims[axis]
+    chunk = chunks[axis] if chunks and dim.step == 1 else 1
+    first = dim.start // chunk
+    count = (dim.start + dim.count - 1) // chunk - first + 1 if dim.count else 0
+    bands = min(bands, count)
+    if bands < 2:
+        return []
+    edges = [max(0, (first + round(i * count / bands)) * chunk - dim.start) for i in range(bands)]
+    edges.append(dim.count)
+    return [
+        ",".join(
+            _member(d.slice_of(a, b) if i == axis else d.slice_of(0, d.count))
+            if d.keep
+            else str(d.start)
+            for i, d in enumerate(sel.dims)
+        )
+        for a, b in itertools.pairwise(edges)
+    ]
+
+
+def _member(part: slice) -> str:
+    """A slice as a selection member."""
+    return f"{part.start}:{part.stop}:{part.step}"
+
+
 def index_shape(index: Index, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape h5py gives ``dataset[index]`` for an index of ints and slices (from a plan)."""
     return tuple(

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import ExitStack
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import h5py
 
-from .content import DatasetContent, EntityContent, GroupContent, create_content
+from .content import (
+    DatasetContent,
+    EntityContent,
+    GroupContent,
+    create_content,
+    describe_link_target,
+)
 from .dataset import Allocate
-from .encoders import ENCODINGS, Body, StreamResponse, encode_data, encode_parts
+from .encoders import (
+    ENCODINGS,
+    Bands,
+    Body,
+    StreamResponse,
+    encode_data,
+    encode_parts,
+    plan_bands,
+)
 from .errors import EntityKindError, InvalidFileError, TooLargeError
 from .files import FileCache
-from .guard import RootGuard
-from .linkmemo import LinkMemo
+from .guard import RootGuard, Target, locate_target
+from .linkmemo import Described, LinkMemo
 from .models import LinkResolution
 from .paths import RootPolicy
 from .selection import SelectionInfo
@@ -154,6 +169,36 @@ class PolicyGuard(RootGuard):
         return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
 
 
+class Job(NamedTuple):
+    """How a worker runs a request: where big answers go, and how many other workers could
+    share the work (the service then answers with a Scatter or a Gather instead)."""
+
+    allocate: Allocate | None = None
+    helpers: int = 0
+
+
+class Scatter(NamedTuple):
+    """A data answer to be read in bands by several workers: the bands' queries (answered
+    whole by any worker), and how their answers are put together."""
+
+    queries: list[Query]
+    bands: Bands
+
+
+class Gather(NamedTuple):
+    """Group metadata waiting for the descriptions of link targets no memo knows: any worker
+    can make them (``Service.describe``); then ``Service.finish`` answers the request."""
+
+    tasks: list[tuple[str, str, str]]
+
+
+GATHER_MIN_LINKS = 64
+"""Fewest undescribed link targets worth sharing with other workers (each costs ~0.2 ms to
+open and describe; a message to a worker ~0.1 ms)."""
+
+Answer = Reply | Stream | Scatter | Gather
+
+
 class Service:
     """Everything a request needs, shared by all handlers: root policy, open files, limits."""
 
@@ -166,52 +211,103 @@ class Service:
         self.limits = limits
         self.memo = LinkMemo() if memo is None else memo
 
-    def run(self, query: Query, allocate: Allocate | None = None) -> Reply | Stream:
+    def run(self, query: Query, allocate: Allocate | None = None, helpers: int = 0) -> Answer:
         """Answer one request; every error raised is a domain error from errors.py.
 
-        Big binary answers are read into buffers from ``allocate`` (NumPy's by default)."""
+        Big binary answers are read into buffers from ``allocate`` (NumPy's by default).
+        With ``helpers`` > 0 (other workers are free), work worth sharing comes back as a
+        Scatter or a Gather instead of the answer."""
+        job = Job(allocate, helpers)
+        with self._hdf5_errors(query):
+            resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
+            os_path = self.policy.resolve(query.file)
+            with ExitStack() as resources:
+                h5file = resources.enter_context(self.files.open(os_path, query.file))
+                guard = self._guard(resources)
+                content = create_content(h5file, query.path, resolve_links, guard=guard)
+                result = ENDPOINTS[query.endpoint](self, content, query, job)
+                if isinstance(result, Stream):
+                    result.resources = resources.pop_all()  # the stream releases the file
+                return result
+
+    def describe(self, tasks: list[tuple[str, str, str]]) -> list[tuple[Hashable, Described]]:
+        """Describe the link targets of a Gather (this worker's memo keeps them too); return
+        them with their memo keys, for the worker that will finish the request."""
+        with ExitStack() as resources:
+            guard = self._guard(resources)
+            found = []
+            for task in tasks:
+                target = locate_target(guard, *task)
+                described = describe_link_target(guard, *task)
+                if isinstance(target, Target) and isinstance(described, Described):
+                    found.append((target.key, described))
+        return found
+
+    def finish(
+        self,
+        query: Query,
+        descriptions: list[tuple[Hashable, Described]],
+        allocate: Allocate | None = None,
+    ) -> Answer:
+        """Answer a request that came back as a Gather, once other workers have described
+        (``describe``) the link targets."""
+        for key, described in descriptions:
+            self.memo.put(key, described)
+        return self.run(query, allocate)
+
+    def _guard(self, resources: ExitStack) -> PolicyGuard:
+        """The guard of one request (its leases end with `resources`)."""
+        return PolicyGuard(self.policy, self.files, resources, self.memo)
+
+    @contextlib.contextmanager
+    def _hdf5_errors(self, query: Query) -> Iterator[None]:
+        """Turn HDF5 failing on a damaged file into a domain error."""
         try:
-            return self._run(query, allocate)
-        except (OSError, RuntimeError) as error:  # HDF5 failing on a damaged file
+            yield
+        except (OSError, RuntimeError) as error:
             log.warning("HDF5 error on %s %s: %r", query.file, query.path, error)
             raise InvalidFileError(
                 f"Cannot read {query.path or '/'} in {query.file}: the file may be damaged"
             ) from None
 
-    def _run(self, query: Query, allocate: Allocate | None) -> Reply | Stream:
-        """run() without the translation of HDF5's own exceptions."""
-        resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
-        os_path = self.policy.resolve(query.file)
-        with ExitStack() as resources:
-            h5file = resources.enter_context(self.files.open(os_path, query.file))
-            guard = PolicyGuard(self.policy, self.files, resources, self.memo)
-            content = create_content(h5file, query.path, resolve_links, guard=guard)
-            result = ENDPOINTS[query.endpoint](self, content, query, allocate)
-            if isinstance(result, Stream):
-                result.resources = resources.pop_all()  # the stream releases the file
-            return result
-
-    def meta(
-        self, content: EntityContent, query: Query, allocate: Allocate | None = None
-    ) -> Reply | Stream:
-        """Metadata of any entity."""
+    def meta(self, content: EntityContent, query: Query, job: Job) -> Answer:
+        """Metadata of any entity (of a group, maybe a Gather first)."""
+        if job.helpers and isinstance(content, GroupContent):
+            tasks = content.undescribed_links()
+            if len(tasks) >= GATHER_MIN_LINKS:
+                return Gather(tasks)
         return _reply(encode_parts(content.metadata()))
 
-    def attr(
-        self, content: EntityContent, query: Query, allocate: Allocate | None = None
-    ) -> Reply | Stream:
+    def attr(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Attribute values of an entity, all or those named by attr_keys."""
         return _reply(encode_parts(content.attributes(list(query.attr_keys) or None)))
 
-    def data(
-        self, content: EntityContent, query: Query, allocate: Allocate | None = None
-    ) -> Reply | Stream:
-        """Dataset values; streamed or refused, decided before reading, when they are big."""
+    def data(self, content: EntityContent, query: Query, job: Job) -> Answer:
+        """Dataset values; streamed or refused, decided before reading, when they are big; in
+        bands (a Scatter) when other workers can share the work."""
         if not isinstance(content, DatasetContent):
             return _reply(encode_parts(content.data()))  # raises the core's error for this kind
         if query.format in ENCODINGS:  # an unknown format is refused before the selection
             info = content.selection_info(query.selection, query.dtype, query.flatten)
             check_chunks(content, info, self.limits.max_chunk_bytes)
+        limits = self.limits
+        budget = {"max_bytes": limits.max_response_bytes, "block_bytes": limits.stream_block_bytes}
+        if job.helpers:
+            bands = plan_bands(
+                content,
+                query.selection,
+                query.dtype,
+                query.format,
+                flatten=query.flatten,
+                workers=job.helpers + 1,
+                **budget,
+            )
+            if bands is not None:
+                queries = [
+                    query._replace(selection=band, format=bands.encoding, flatten=bands.flatten)
+                    for band in bands.selections
+                ]
+                return Scatter(queries, bands)
         return _reply(
             encode_data(
                 content,
@@ -219,24 +315,19 @@ class Service:
                 query.dtype,
                 query.format,
                 flatten=query.flatten,
-                max_bytes=self.limits.max_response_bytes,
-                block_bytes=self.limits.stream_block_bytes,
-                allocate=allocate,
+                allocate=job.allocate,
+                **budget,
             )
         )
 
-    def stats(
-        self, content: EntityContent, query: Query, allocate: Allocate | None = None
-    ) -> Reply | Stream:
+    def stats(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Statistics of a dataset selection (computed block by block by the core)."""
         if isinstance(content, DatasetContent):
             info = content.selection_info(query.selection)
             check_chunks(content, info, self.limits.max_chunk_bytes)
         return _reply(encode_parts(content.data_stats(query.selection)))
 
-    def paths(
-        self, content: EntityContent, query: Query, allocate: Allocate | None = None
-    ) -> Reply | Stream:
+    def paths(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Paths of the group and of every entity below it, as h5grove lists them."""
         if not isinstance(content, GroupContent):
             raise EntityKindError(f"{content.path} is a {content.kind}, not a group: no paths")
@@ -255,7 +346,7 @@ def _reply(response: StreamResponse) -> Reply | Stream:
     return Stream(response.headers, response.chunks)
 
 
-ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query, Allocate | None], Any]] = {
+ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query, Job], Answer]] = {
     "meta": Service.meta,
     "attr": Service.attr,
     "data": Service.data,

@@ -147,3 +147,12 @@ def both(http_server_client, jp_base_url, jp_auth_header, oracle, prefix):
         return responses
 
     return fetch
+
+
+def pool_of(jp_serverapp: Any) -> Any:
+    """The running extension's pool of worker processes."""
+    from jupyter_h5grove.pool import ProcessPool
+
+    (extension,) = jp_serverapp.extension_manager.extension_apps["jupyter_h5grove"]
+    assert isinstance(extension.runner, ProcessPool)
+    return extension.runner

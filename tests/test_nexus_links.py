@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import error_message
+from conftest import error_message, pool_of
 
 N_SCANS = 3000
 GROUP = "/entry/data"
@@ -26,7 +26,7 @@ GROUP = "/entry/data"
 def h5grove_config(request) -> dict:
     """No open-file cache (h5grove's handlers, in the same process, cannot open a file HDF5
     already holds open with other locking flags), plus per-test traits (indirect params)."""
-    config = {"H5GroveApp": {"open_files_cache_size": 0}}
+    config = {"H5GroveApp": {"open_files_cache_size": 0, "worker_processes": 2}}
     config["H5GroveApp"].update(getattr(request, "param", {}).get("H5GroveApp", {}))
     return config
 
@@ -123,9 +123,12 @@ QUERIES = [
 ]
 
 
-async def test_master_group_as_h5grove(both, master) -> None:
+async def test_master_group_as_h5grove(both, master, jp_serverapp) -> None:
     """meta and paths of the 3,000-link group and of the file equal h5grove's, the first time
-    and again (when the targets' descriptions are remembered)."""
+    (when the targets are described by both worker processes) and again (when the targets'
+    descriptions are remembered)."""
+    await assert_same_as_h5grove(both, "meta", [("path", GROUP)])
+    assert len(pool_of(jp_serverapp).pids) == 2, "the first description was not shared"
     for _ in range(2):
         for endpoint, pairs in QUERIES:
             await assert_same_as_h5grove(both, endpoint, pairs)

@@ -8,18 +8,21 @@ crash or the kernel's OOM killer would.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+import orjson
 import psutil
 import pytest
-from conftest import error_message
+from conftest import error_message, pool_of
 
 from jupyter_h5grove.pool import ProcessPool
 
@@ -46,13 +49,6 @@ def files(jp_root_dir: Path, slow_file: Path) -> Path:
         with h5py.File(jp_root_dir / name, "w") as f:
             f["x"] = np.arange(10.0)
     return jp_root_dir
-
-
-def pool_of(jp_serverapp) -> ProcessPool:
-    """The running extension's process pool."""
-    (extension,) = jp_serverapp.extension_manager.extension_apps["jupyter_h5grove"]
-    assert isinstance(extension.runner, ProcessPool)
-    return extension.runner
 
 
 async def busy_worker(pool: ProcessPool, timeout: float = 30) -> int:
@@ -159,6 +155,67 @@ async def test_busy_worker_does_not_hold_up_other_files(api, files, jp_serverapp
     before = free.last_used
     assert (await api("meta", file="a.h5", path="/x")).code == 200
     assert free.last_used > before
+
+
+SHARED = (np.arange(1024 * 2048, dtype=np.float32).reshape(1024, 2048) % 977) / 8
+"""8 MiB of float32 in gzip chunks of 128 x 256: eight chunk rows to share."""
+
+
+def npy_of(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+SHARED_QUERIES = [
+    ({"format": "bin"}, lambda a: a.tobytes()),
+    ({"format": "npy"}, npy_of),
+    ({"format": "bin", "dtype": "safe", "path": "/be"}, lambda a: a.tobytes()),
+    ({"format": "npy", "path": "/be"}, lambda a: npy_of(a.astype(">f4"))),
+    ({"format": "bin", "selection": "1:1024:3, 0:2048:2"}, lambda a: a[1:1024:3, 0:2048:2]),
+    (
+        {"format": "bin", "selection": "5:1020, 3:2000", "flatten": "true"},
+        lambda a: a[5:1020, 3:2000],
+    ),
+    ({}, lambda a: orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY)),
+    ({"flatten": "true"}, lambda a: orjson.dumps(a.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)),
+    (
+        {"selection": "::2,10:2000", "dtype": "safe", "path": "/be"},
+        lambda a: orjson.dumps(
+            np.ascontiguousarray(a[::2, 10:2000]), option=orjson.OPT_SERIALIZE_NUMPY
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("h5grove_config", [{"H5GroveApp": {"worker_processes": 2}}])
+@pytest.mark.parametrize(
+    ("params", "expected"), SHARED_QUERIES, ids=[str(p) for p, _ in SHARED_QUERIES]
+)
+async def test_answer_shared_by_two_workers(
+    api, files, jp_serverapp, write_h5, params, expected
+) -> None:
+    """A big answer of compressed chunks (bin, npy) or numbers (JSON), read in bands by both
+    workers and put together: the same bytes as read whole, whatever the selection, dtype,
+    byte order or flatten."""
+
+    def build(f: h5py.File) -> None:
+        for name, dtype in (("le", "<f4"), ("be", ">f4")):
+            f.create_dataset(name, data=SHARED.astype(dtype), chunks=(128, 256), compression=4)
+
+    write_h5("shared.h5", build)
+    pool = pool_of(jp_serverapp)
+    slow = asyncio.ensure_future(api("stats", file="slow.h5", path="/x", selection="0:64"))
+    await busy_worker(pool)
+    assert (await api("meta", file="a.h5", path="/x")).code == 200  # a second worker starts
+    assert (await slow).code == 200 and len(pool.pids) == 2
+    started = time.monotonic()
+    query = {"path": "/le", **params}
+    response = await api("data", file="shared.h5", **query)
+    assert response.code == 200, response.body[:300]
+    want = expected(SHARED)
+    assert response.body == (want if isinstance(want, bytes) else want.tobytes())
+    assert all(worker.last_used > started for worker in pool.workers), "one worker did it all"
 
 
 @pytest.mark.parametrize("h5grove_config", [{"H5GroveApp": {"worker_idle_timeout": 0.5}}])
