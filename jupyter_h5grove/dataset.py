@@ -169,6 +169,11 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
                 self._read_into(block, index)
             yield convert(block, dtype)
 
+    def filter_ids(self) -> set[int]:
+        """Ids of the HDF5 filters the dataset's chunks go through."""
+        plist = self._h5py_entity.id.get_create_plist()
+        return {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+
     def band_selections(self, selection: Selection, bands: int) -> list[str]:
         """Selections of up to `bands` bands (whole chunks each) that together read the
         selection in order (see ``selection.band_selections``); empty if it cannot be split."""

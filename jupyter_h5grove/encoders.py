@@ -345,7 +345,15 @@ def encode_data(
 
 SPLIT_MIN_BYTES = 1024 * 1024
 """Smallest bin/npy answer read in bands by several workers: below, the extra messages cost
-more than the parallel decompression saves."""
+more than the parallel decompression saves..."""
+
+SPLIT_MIN_FAST_BYTES = 8 * 1024 * 1024
+"""... and when every filter decompresses at gigabytes per second (FAST_FILTERS): measured
+on a 4 MiB Blosc/LZ4 window, two workers took 2.8 ms where one took 2.5 ms."""
+
+FAST_FILTERS = frozenset({2, 3, 5, 6, 32001, 32004, 32008, 32026})
+"""HDF5 filter ids that decode at GB/s: shuffle, fletcher32, nbit, scale-offset, Blosc, LZ4,
+Bitshuffle, Blosc2 (deflate, szip, LZF, Zstd, bzip2... are an order of magnitude slower)."""
 
 SPLIT_MIN_ITEMS = 256 * 1024
 """Smallest JSON answer (values) encoded in bands by several workers."""
@@ -405,7 +413,10 @@ def plan_bands(
     if size > max_bytes or (encoding in STREAMABLE and size > block_bytes):
         return None  # refused or streamed: decided by encode_data
     if encoding in STREAMABLE:
-        if info.nbytes < SPLIT_MIN_BYTES or not info.chunk_nbytes:
+        fast = content.filter_ids() <= FAST_FILTERS
+        if not info.chunk_nbytes or info.nbytes < (
+            SPLIT_MIN_FAST_BYTES if fast else SPLIT_MIN_BYTES
+        ):
             return None
         _check_binary(info, dtype, encoding)
         head = npy_header(info.shape, info.dtype) if encoding == "npy" else b""

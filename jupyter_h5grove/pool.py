@@ -78,6 +78,8 @@ class Worker:
         self.channel.send(([], ("init", settings)))
         self.lock = asyncio.Lock()
         self.alive = True
+        self.ready = False
+        """Whether the process has started (a worker still starting is no help to others)."""
         self.last_used = time.monotonic()
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.streams = 0
@@ -106,6 +108,9 @@ class Worker:
             for key in dropped:
                 if key in self.maps:
                     self.maps.pop(key).close()
+            if message[0] == "ready":
+                self.ready = True
+                continue
             reply, self._reply = self._reply, None
             if reply is not None and not reply.done():
                 reply.set_result((message, fds))
@@ -228,7 +233,7 @@ class ProcessPool:
         job = next(self._jobs)
         allow_hidden = bool(self.allow_hidden())
         try:
-            helpers = len(self._free()) + self.size - len(self.workers)
+            helpers = (len(self._free()), self.size - len(self.workers))
             message, fds = await worker.call(
                 ("run", job, query, allow_hidden, helpers), self.timeout
             )
@@ -327,6 +332,8 @@ class ProcessPool:
         helpers = [w for w in self._free() if w is not main][: count - 1]
         while spawn and len(helpers) + 1 < count and len(self.workers) < self.size:
             helpers.append(self._spawn())
+        if not helpers and len(self.workers) < self.size:
+            self._spawn()  # too late for this answer (it starts in ~0.15 s): for the next ones
         for helper in helpers:
             await helper.lock.acquire()  # free: taken at once
         numbers = iter(range(count))
@@ -363,17 +370,20 @@ class ProcessPool:
             self._waiters.append(waiter)
             await waiter
 
-    def _free(self) -> list[Worker]:
-        """The workers running no call now."""
-        return [w for w in self.workers if w.alive and not w.lock.locked()]
+    def _free(self, starting: bool = False) -> list[Worker]:
+        """The workers running no call now (also those still starting, if `starting`)."""
+        return [
+            w for w in self.workers if w.alive and not w.lock.locked() and (w.ready or starting)
+        ]
 
     def _pick(self, file: str) -> Worker | None:
-        """A free worker, preferably one that served `file` recently."""
-        free = self._free()
+        """A free worker, preferably one that served `file` recently, one that has started,
+        one that served fewer files."""
+        free = self._free(starting=True)
         for worker in free:
             if file in worker.recent:
                 return worker
-        return min(free, key=lambda w: len(w.recent), default=None)
+        return min(free, key=lambda w: (not w.ready, len(w.recent)), default=None)
 
     def _release(self, worker: Worker) -> None:
         """Give the worker back and wake whoever waits for one."""

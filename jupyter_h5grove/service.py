@@ -171,10 +171,12 @@ class PolicyGuard(RootGuard):
 
 class Job(NamedTuple):
     """How a worker runs a request: where big answers go, and how many other workers could
-    share the work (the service then answers with a Scatter or a Gather instead)."""
+    share the work (the service then answers with a Scatter or a Gather instead): free now,
+    or yet to be started (worth it for long work only)."""
 
     allocate: Allocate | None = None
     helpers: int = 0
+    spare: int = 0
 
 
 class Scatter(NamedTuple):
@@ -211,13 +213,15 @@ class Service:
         self.limits = limits
         self.memo = LinkMemo() if memo is None else memo
 
-    def run(self, query: Query, allocate: Allocate | None = None, helpers: int = 0) -> Answer:
+    def run(
+        self, query: Query, allocate: Allocate | None = None, helpers: int = 0, spare: int = 0
+    ) -> Answer:
         """Answer one request; every error raised is a domain error from errors.py.
 
         Big binary answers are read into buffers from ``allocate`` (NumPy's by default).
-        With ``helpers`` > 0 (other workers are free), work worth sharing comes back as a
-        Scatter or a Gather instead of the answer."""
-        job = Job(allocate, helpers)
+        With other workers free (``helpers``) or that could be started (``spare``), work worth
+        sharing comes back as a Scatter or a Gather instead of the answer."""
+        job = Job(allocate, helpers, spare)
         with self._hdf5_errors(query):
             resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
             os_path = self.policy.resolve(query.file)
@@ -272,7 +276,7 @@ class Service:
 
     def meta(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Metadata of any entity (of a group, maybe a Gather first)."""
-        if job.helpers and isinstance(content, GroupContent):
+        if (job.helpers or job.spare) and isinstance(content, GroupContent):
             tasks = content.undescribed_links()
             if len(tasks) >= GATHER_MIN_LINKS:
                 return Gather(tasks)

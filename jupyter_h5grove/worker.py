@@ -10,10 +10,11 @@ socket closes.
 Each message is sent as (keys, message): from the server, the keys of shared buffers it is
 done with (the worker reuses them); from the worker, the keys of buffers it closed (the server
 unmaps them). Messages (server -> worker, each answered by exactly one message):
-- ("init", Settings): build the service (no answer).
-- ("run", job, Query, allow_hidden, helpers) -> ("whole", job, headers, body)
+- ("init", Settings): build the service -> ("ready", 0), awaited by nobody.
+- ("run", job, Query, allow_hidden, (helpers, spare)) -> ("whole", job, headers, body)
   | ("stream", job, headers) | ("scatter", job, queries, Bands) | ("gather", job, tasks):
-  with helpers > 0 (free workers), work worth sharing comes back as a plan (service.py).
+  with other workers free (helpers) or yet to start (spare), work worth sharing comes back
+  as a plan (service.py).
 - ("describe", job, tasks, allow_hidden, ship) -> ("described", job, pickled descriptions)
   (nothing with ship false: the worker finishing the request keeps its own in its memo)
 - ("finish", job, Query, allow_hidden, [pickled descriptions]) -> as "run" (without plans)
@@ -218,6 +219,7 @@ class Worker:
                 return
             if kind == "init":
                 self.service = build_service(message[1], lambda: self.allow_hidden)
+                self.send(("ready", 0))
                 continue
             self._answer(kind, message[1], message[2:])
 
@@ -230,8 +232,8 @@ class Worker:
         """Answer one request message; errors become ("error", ...) messages."""
         try:
             if kind == "run":
-                query, self.allow_hidden, helpers = args
-                self._run(job, lambda allocate: self._service.run(query, allocate, helpers))
+                query, self.allow_hidden, (helpers, spare) = args
+                self._run(job, lambda allocate: self._service.run(query, allocate, helpers, spare))
             elif kind == "finish":
                 query, self.allow_hidden, shipped = args
                 found = [item for blob in shipped for item in pickle.loads(blob)]
