@@ -271,7 +271,7 @@ class ProcessPool:
 
         async def band(worker: Worker, number: int) -> None:
             message, fds = await worker.call(
-                ("run", next(self._jobs), queries[number], allow_hidden, 0), self.timeout
+                ("run", next(self._jobs), queries[number], allow_hidden, (0, 0)), self.timeout
             )
             if message[0] != "whole":
                 for fd in fds:
