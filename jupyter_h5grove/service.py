@@ -296,14 +296,14 @@ class Service:
             check_chunks(content, info, self.limits.max_chunk_bytes)
         limits = self.limits
         budget = {"max_bytes": limits.max_response_bytes, "block_bytes": limits.stream_block_bytes}
-        if job.helpers:
+        if job.helpers or job.spare:  # with no helper free yet, the plan starts one
             bands = plan_bands(
                 content,
                 query.selection,
                 query.dtype,
                 query.format,
                 flatten=query.flatten,
-                workers=job.helpers + 1,
+                workers=max(job.helpers, 1) + 1,
                 **budget,
             )
             if bands is not None:
