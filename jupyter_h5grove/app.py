@@ -12,6 +12,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from . import handlers
+from .identity import Logins
 from .linkmemo import DEFAULT_SIZE as DEFAULT_LINK_CACHE_SIZE
 from .pool import ProcessPool
 from .runners import Runner, ThreadRunner
@@ -196,7 +197,7 @@ class H5GroveApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         """Register every endpoint under {base_url}{url_prefix}/ (base_url is added for us)."""
         prefix = re.escape(self.url_prefix)
-        context = {"runner": self.runner}
+        context = {"runner": self.runner, "logins": Logins()}
         for endpoint, handler in ROUTES:
             pattern = f"{prefix}/?" if not endpoint else f"{prefix}/{endpoint}/?"
             self.handlers.append((pattern, handler, context))

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
+from jupyter_server.auth.identity import PasswordIdentityProvider
 
 ENDPOINTS = ("", "meta", "attr", "data", "stats", "paths")
 
@@ -72,3 +73,59 @@ class TestAuthorizer:
         response = await api(endpoint, **params(endpoint))
         assert response.code == 403
         assert json.loads(response.body)["message"].startswith("User is not authorized")
+
+
+async def test_remembered_login_checks_every_request(api, sample) -> None:
+    """Credentials accepted a moment ago do not let other credentials in (the identity of
+    requests is remembered by their exact credentials only)."""
+    assert (await api("meta", **params("meta"))).code == 200
+    for headers in ({"Authorization": "token wrong"}, {"Authorization": ""}):
+        assert (await api("meta", headers=headers, **params("meta"))).code == 403
+
+
+async def test_token_requests_get_one_login_cookie(api, sample) -> None:
+    """Jupyter answers every request authenticated by a token alone with a new login cookie;
+    repeated within seconds, the same credentials are taken as known: no new cookie."""
+    first = await api("meta", **params("meta"))
+    again = await api("meta", **params("meta"))
+    assert (first.code, again.code) == (200, 200)
+    assert any("username-" in c for c in first.headers.get_list("Set-Cookie"))
+    assert not any("username-" in c for c in again.headers.get_list("Set-Cookie"))
+
+
+async def test_remembered_login_keeps_the_origin_rule(api, sample) -> None:
+    """A request from another origin is accepted with the token (Jupyter's rule) and refused
+    with the login cookie alone, before and after the credentials are remembered."""
+    first = await api("meta", **params("meta"))
+    cookie = "; ".join(c.split(";", 1)[0] for c in first.headers.get_list("Set-Cookie"))
+    foreign = {"Origin": "http://elsewhere.example"}
+    for _ in range(2):
+        assert (await api("meta", headers=foreign, **params("meta"))).code == 200
+        cookie_only = {**foreign, "Authorization": "", "Cookie": cookie}
+        assert (await api("meta", headers=cookie_only, **params("meta"))).code == 404
+        same_origin = {"Authorization": "", "Cookie": cookie}
+        assert (await api("meta", headers=same_origin, **params("meta"))).code == 200
+
+
+class CountingIdentity(PasswordIdentityProvider):
+    """A custom identity provider: asked for every request, counted."""
+
+    asked = 0
+
+    async def _get_user(self, handler):  # type: ignore[no-untyped-def]
+        CountingIdentity.asked += 1
+        return await super()._get_user(handler)
+
+
+class TestCustomIdentity:
+    """Another identity provider (JupyterHub's, a site's own) is asked every time."""
+
+    @pytest.fixture
+    def h5grove_config(self):
+        return {"ServerApp": {"identity_provider_class": CountingIdentity}}
+
+    async def test_asked_every_time(self, api, sample) -> None:
+        before = CountingIdentity.asked
+        for _ in range(3):
+            assert (await api("meta", **params("meta"))).code == 200
+        assert CountingIdentity.asked - before == 3
