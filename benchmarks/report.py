@@ -28,6 +28,7 @@ class Row:
     same: str = ""
     h5web: str = ""  # jupyterlab-h5web's median, where it answers
     vs_h5web: str = ""  # median(ours) / median(h5web)
+    key: str = ""  # the row's name (not printed)
 
 
 HEADER = Row(
@@ -43,6 +44,9 @@ HEADER = Row(
     "ours/h5web",
 )
 
+COLUMNS = ("workload", "ours", "base", "ratio", "spread", "target", "met", "same")
+H5WEB_COLUMNS = ("h5web", "vs_h5web")
+
 
 def ms(seconds: float) -> str:
     """Format a duration in milliseconds with 3 significant digits."""
@@ -55,7 +59,8 @@ def ms(seconds: float) -> str:
 def table(rows: list[Row], h5web: bool = True) -> str:
     """A GitHub-flavoured markdown table, aligned for the terminal (without the h5web
     columns if not `h5web`)."""
-    cells = [list(vars(r).values())[: None if h5web else -2] for r in [HEADER, *rows]]
+    columns = list(COLUMNS) + (list(H5WEB_COLUMNS) if h5web else [])
+    cells = [[getattr(r, c) for c in columns] for r in [HEADER, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
