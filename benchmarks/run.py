@@ -473,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
         help="duration of one concurrency round, of one two_clients measurement (default 6) "
         "and of worker_rss's load (default 4); quick: 2",
     )
+    parser.add_argument(
+        "--today",
+        type=Path,
+        metavar="FILE",
+        help='a JSON object row key -> text (e.g. {"heatmap_gzip": "0.89-0.95"}), '
+        "printed as an extra column 'today' (see benchmarks/today-issue*.json)",
+    )
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument(
         "--profile-ours",
@@ -490,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     known = {w.key for w in every} | {w.group for w in every if w.group} | set(SPECIALS)
     if only - known:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(only - known))}")
+    today = read_today(parser, args.today)
     chosen = [w for w in every if not only or w.key in only or w.group in only]
     if not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
         parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
@@ -577,7 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     order = [w.key for w in every if not w.group] + list(SPECIALS)
     order += [w.key for w in every if w.group]
     rows = [row for key in order if key in results for row in results[key][0]]
-    print(table(rows, h5web=not args.no_h5web))
+    if today is not None:
+        for row in rows:
+            row.today = today.get(row.key, "") if row.key else ""
+        shown = {row.key for row in rows}
+        absent = sorted(set(today) - shown)
+        if absent:
+            log(f"--today: no row printed for {', '.join(absent)}")
+    print(table(rows, h5web=not args.no_h5web, today=today is not None))
     print()
     notes = [
         "ratio = median(ours) / median(h5grove) latency over interleaved rounds (lower is better);",
@@ -604,12 +619,29 @@ def main(argv: list[str] | None = None) -> int:
         "worker_rss": "worker_rss: a separate instance of our server, its workers' RSS summed.",
     }
     notes += [text for key, text in special_notes.items() if key in results]
+    if today is not None:
+        notes.append(f"today = the figures the issue gives for today ({args.today}).")
     print("\n".join(notes))
     if args.json:
         records = [results[key][1] for key in order if key in results]
         out = {"machine": info, "profile": profile.name, "results": records}
+        if today is not None:
+            out["today"] = today
         args.json.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def read_today(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, str] | None:
+    """The --today file: a JSON object row key -> text (None without the option)."""
+    if path is None:
+        return None
+    try:
+        today = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        parser.error(f"--today {path}: {e}")
+    if not isinstance(today, dict) or not all(isinstance(v, str) for v in today.values()):
+        parser.error(f"--today {path}: not a JSON object of strings")
+    return today
 
 
 def run_specials(
