@@ -610,12 +610,12 @@ def main(argv: list[str] | None = None) -> int:
         "'1st req.' = one request per sample to freshly started servers; 'targets changed' =",
         f"one request per sample just after changing {BATCH} of the files the answer depends on.",
     ]
-    special_notes = {
+    special_notes = {  # for the rows that ran
         "concurrency": "concurrency: ratio = throughput ours / h5grove (median of rounds);",
-        "two_clients": "two_clients: ratio = ours' throughput with 2 clients on 2 files / 1 "
-        "client, spread = range over rounds (h5grove's ratio in its cell);",
+        "two_clients": "two_clients: ratio = ours' throughput, 2 clients on 2 files / 1 client "
+        "(median of\nrounds), spread = its range; h5grove's ratio in its cell;",
         "stats_meanwhile": "stats_meanwhile: latencies of the metas sent while a stats was in "
-        "flight, ratio = p99 ours / h5grove;",
+        "flight,\nratio = p99 ours / h5grove;",
         "worker_rss": "worker_rss: a separate instance of our server, its workers' RSS summed.",
     }
     notes += [text for key, text in special_notes.items() if key in results]
