@@ -44,10 +44,14 @@ PROFILES = {
 SMALL = "small.h5"
 CHILDREN = "children.h5"
 HEATMAP = "heatmap.h5"
+HEATMAP_B = "heatmap_b.h5"  # a copy of HEATMAP: another file, same content (two-clients row)
 STACK = "stack.h5"
 LINE = "line.h5"
 EXPORT = "export.h5"
 STATS = "stats.h5"
+MILLION = "million.h5"  # a dataset of a million tiny chunks: its stats take seconds
+MILLION_SHAPE = (2048, 1024)  # float32, both profiles
+MILLION_CHUNKS = (1, 2)  # 2048 * 512 = 1,048,576 chunks
 MANY_DIR = "many"
 NEXUS_DIR = "nexus"  # a NeXus master file and its per-scan files (issue 10)
 NEXUS_MASTER = f"{NEXUS_DIR}/master.h5"
@@ -166,6 +170,30 @@ def _write_stats(path: Path, p: Profile) -> None:
             ds[r : r + block] = values
 
 
+def _write_million(path: Path, p: Profile) -> None:
+    """/x: float32 MILLION_SHAPE in MILLION_CHUNKS chunks (HDF5 visits each to read it all)."""
+    rng = np.random.default_rng(6)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "x",
+            data=rng.standard_normal(MILLION_SHAPE, dtype=np.float32),
+            chunks=MILLION_CHUNKS,
+        )
+
+
+def _copy_of(source: str) -> Callable[[Path, Profile], None]:
+    """A writer copying the (already generated) file `source` of the same data directory.
+
+    A copy, not a hard link: a hard link is the same inode, which HDF5 and the servers' caches
+    of open files would take for the same file.
+    """
+
+    def write(path: Path, p: Profile) -> None:
+        shutil.copyfile(path.parent / source, path)
+
+    return write
+
+
 def _write_many(path: Path, p: Profile) -> None:
     path.mkdir(exist_ok=True)
     for i in range(p.many_files):
@@ -234,10 +262,12 @@ WRITERS: dict[str, Callable[[Path, Profile], None]] = {
     SMALL: _write_small,
     CHILDREN: _write_children,
     HEATMAP: _write_heatmap,
+    HEATMAP_B: _copy_of(HEATMAP),  # after HEATMAP: it copies it
     STACK: _write_stack,
     LINE: _write_line,
     EXPORT: _write_export,
     STATS: _write_stats,
+    MILLION: _write_million,
     MANY_DIR: _write_many,
     NEXUS_DIR: _write_nexus,
 }
@@ -246,7 +276,12 @@ WRITERS: dict[str, Callable[[Path, Profile], None]] = {
 # Only some entries have one: adding it to all would regenerate every file once.
 STAMP_EXTRA: dict[str, dict[str, object]] = {
     NEXUS_DIR: {"nexus_version": 1, "scans": NEXUS_SCANS, "shape": NEXUS_SCAN_SHAPE},
+    MILLION: {"million_version": 1, "shape": MILLION_SHAPE, "chunks": MILLION_CHUNKS},
 }
+
+# Files generated as copies of another (copy -> source): their stamp includes the source's, so
+# that they are copied again whenever the source is generated again.
+COPIES: dict[str, str] = {HEATMAP_B: HEATMAP}
 
 
 def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = print) -> Path:
@@ -259,6 +294,8 @@ def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = 
     stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
     for name, writer in WRITERS.items():
         want = json.loads(json.dumps({**base, **STAMP_EXTRA.get(name, {})}))
+        if name in COPIES:
+            want["copy_of"] = {COPIES[name]: stamps[COPIES[name]]}
         if stamps.get(name) == want and (root / name).exists():
             continue
         t0 = time.perf_counter()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import http.client
 import multiprocessing as mp
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as EventType
 
 import numpy as np
 import psutil
@@ -248,19 +250,34 @@ def load(
     server: Server, queries: Sequence[str], clients: int, seconds: float, probe_period: float = 0.01
 ) -> LoadResult:
     """`clients` processes loop over `queries` for `seconds`; a probe hits the status path."""
+    return drive(server, [queries] * clients, seconds, probe_period)
+
+
+def drive(
+    server: Server,
+    mixes: Sequence[Sequence[str]],
+    seconds: float,
+    probe_period: float | None = 0.01,
+) -> LoadResult:
+    """One client process per mix, each looping over its mix (in its own shuffled order,
+    seeded by its index) for `seconds`; with a `probe_period`, a probe process requests the
+    status path meanwhile (else `probe` is empty)."""
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()
     probe_out: mp.Queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_load_worker, args=(server, queries, seconds, seed, out))
-        for seed in range(clients)
+        ctx.Process(target=_load_worker, args=(server, mix, seconds, seed, out))
+        for seed, mix in enumerate(mixes)
     ]
-    probe = ctx.Process(target=_probe_worker, args=(server, seconds, probe_period, probe_out))
-    for p in [*workers, probe]:
+    if probe_period is not None:
+        workers.append(
+            ctx.Process(target=_probe_worker, args=(server, seconds, probe_period, probe_out))
+        )
+    for p in workers:
         p.start()
-    results = [out.get() for _ in workers]
-    latencies = probe_out.get()
-    for p in [*workers, probe]:
+    results = [out.get() for _ in mixes]
+    latencies = probe_out.get() if probe_period is not None else []
+    for p in workers:
         p.join()
     count = sum(r[0] for r in results)
     return LoadResult(
@@ -269,3 +286,139 @@ def load(
         errors=sum(r[2] for r in results),
         probe=latencies,
     )
+
+
+# ---- a long request meanwhile: short requests timed while long ones are in flight ----
+
+
+def _long_worker(
+    server: Server, query: str, seconds: float, done: EventType, out: mp.Queue
+) -> None:
+    """Send `query` again and again, starting the last one before `seconds` are over (at
+    least one); put the (start, end, status) of each, then set `done`."""
+    client = Client(server)
+    calls = []
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            t0 = time.monotonic()
+            status, body, _, _ = client.api(query)
+            calls.append((t0, time.monotonic(), status, body[:200] if status != 200 else b""))
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        done.set()
+        out.put(calls)
+
+
+def _short_worker(
+    server: Server, query: str, period: float, done: EventType, limit: float, out: mp.Queue
+) -> None:
+    """Send `query` every `period` s until `done` is set (at most `limit` s); put the
+    (start, end, status) of each."""
+    client = Client(server)
+    calls = []
+    deadline = time.monotonic() + limit
+    try:
+        while not done.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            status, body, _, _ = client.api(query)
+            calls.append((t0, time.monotonic(), status, body[:200] if status != 200 else b""))
+            time.sleep(period)
+    finally:
+        out.put(calls)
+
+
+Call = tuple[float, float, int, bytes]  # start, end (time.monotonic, all processes), status,
+# the start of the body of a non-200 answer
+
+
+@dataclass
+class Meanwhile:
+    """The calls of `meanwhile()`: the long ones, the short ones, and of these those sent
+    while one of the long ones was in flight."""
+
+    long: list[Call]
+    short_all: list[Call]
+    short: list[Call]  # sent while a long call was in flight
+
+    @staticmethod
+    def latencies(calls: list[Call]) -> list[float]:
+        """Seconds of the calls answered 200."""
+        return [end - start for start, end, status, _ in calls if status == 200]
+
+    def long_errors(self) -> list[Call]:
+        return [c for c in self.long if c[2] != 200]
+
+    def short_errors(self) -> list[Call]:
+        return [c for c in self.short_all if c[2] != 200]
+
+
+def meanwhile(
+    server: Server,
+    long_query: str,
+    short_query: str,
+    seconds: float,
+    period: float = 0.01,
+    limit: float = 600.0,
+) -> Meanwhile:
+    """One client process sends `long_query` in a loop for about `seconds` (the last one
+    started before they are over runs to its end), another sends `short_query` every `period`
+    s until the first is done (at most `limit` s). The short calls kept are those sent while a
+    long one was in flight. time.monotonic is CLOCK_MONOTONIC on Linux: one clock for all
+    processes."""
+    ctx = mp.get_context("fork")
+    done = ctx.Event()
+    long_out: mp.Queue = ctx.Queue()
+    short_out: mp.Queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_long_worker, args=(server, long_query, seconds, done, long_out)),
+        ctx.Process(
+            target=_short_worker, args=(server, short_query, period, done, limit, short_out)
+        ),
+    ]
+    for p in procs:
+        p.start()
+    try:  # each puts its calls even if a request fails; a process that died cannot
+        long_calls = long_out.get(timeout=limit)
+        short_calls = short_out.get(timeout=60 + seconds)
+    except queue.Empty:
+        for p in procs:
+            p.terminate()
+        raise RuntimeError(f"{server.label}: a client of meanwhile() gave no result") from None
+    finally:
+        for p in procs:
+            p.join()
+    during = [c for c in short_calls if any(start <= c[0] < end for start, end, _, _ in long_calls)]
+    return Meanwhile(long_calls, short_calls, during)
+
+
+# ---- worker processes of our server ----
+
+WORKER_MODULE = "jupyter_h5grove.worker"
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The running worker processes of our server `pid`: its children whose command line
+    contains `jupyter_h5grove.worker` (exited and zombie ones left out)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if any(WORKER_MODULE in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def rss_of(procs: Sequence[psutil.Process]) -> list[int]:
+    """RSS (bytes) of each process still there."""
+    sizes = []
+    for proc in procs:
+        try:
+            sizes.append(proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
+    return sizes

@@ -28,6 +28,8 @@ class Row:
     same: str = ""
     h5web: str = ""  # jupyterlab-h5web's median, where it answers
     vs_h5web: str = ""  # median(ours) / median(h5web)
+    key: str = ""  # the row's name in a --today file (not printed)
+    today: str = ""  # the figure the issue gives for today (--today)
 
 
 HEADER = Row(
@@ -41,7 +43,11 @@ HEADER = Row(
     "same?",
     "h5web",
     "ours/h5web",
+    today="today",
 )
+
+COLUMNS = ("workload", "ours", "base", "ratio", "spread", "target", "today", "met", "same")
+H5WEB_COLUMNS = ("h5web", "vs_h5web")
 
 
 def ms(seconds: float) -> str:
@@ -52,10 +58,12 @@ def ms(seconds: float) -> str:
     return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
 
 
-def table(rows: list[Row], h5web: bool = True) -> str:
+def table(rows: list[Row], h5web: bool = True, today: bool = False) -> str:
     """A GitHub-flavoured markdown table, aligned for the terminal (without the h5web
-    columns if not `h5web`)."""
-    cells = [list(vars(r).values())[: None if h5web else -2] for r in [HEADER, *rows]]
+    columns if not `h5web`; with the "today" column if `today`)."""
+    columns = [c for c in COLUMNS if today or c != "today"]
+    columns += list(H5WEB_COLUMNS) if h5web else []
+    cells = [[getattr(r, c) for c in columns] for r in [HEADER, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"

@@ -37,6 +37,7 @@ from measure import (
     wait_idle,
 )
 from nexus import BATCH, ScratchNexus
+from parallel import run_stats_meanwhile, run_two_clients, run_worker_rss
 from profiling import PySpy, summarise
 from report import OtherLoad, Row, machine_info, ms, table
 from servers import Lineup, Server, started
@@ -44,7 +45,11 @@ from workloads import CHANGED, FIRST, Workload, heatmap_mix, workloads
 
 STATS_RTOL = 1e-4  # float32 sums in a different order differ in the last digits
 RSS_LIMIT_MB = 256
-STATUS_P99_MS = 50
+STATUS_P99_MS = 20  # ours' status latency under the concurrency load
+CONCURRENCY_TARGET = 2.0  # ours' throughput / h5grove's under the concurrency load
+# Rows measured by their own methods (not Workloads), in the table after the ungrouped
+# workloads: the first three on the running servers, worker_rss on a server of its own.
+SPECIALS = ("concurrency", "two_clients", "stats_meanwhile", "worker_rss")
 
 
 def log(msg: str) -> None:
@@ -311,6 +316,7 @@ def _row(w: Workload, res: PairResult, same: Verdicts) -> Row:
         same.cell(),
         ms(float(np.median(res.h5web))) if res.h5web else "",
         f"{res.ratio('h5web'):.2f}" if res.h5web else "",
+        key=w.key,
     )
 
 
@@ -389,9 +395,10 @@ def run_concurrency(
             f"{t_base:.1f} req/s",
             f"{t_ours / t_base:.2f}",
             spread,
-            "≥ 1 (thr.)",
-            "yes" if t_ours >= t_base else "NO",
+            f"≥ {CONCURRENCY_TARGET:.1f}x (thr.)",
+            "yes" if t_ours >= CONCURRENCY_TARGET * t_base else "NO",
             "errors!" if errors else "",
+            key="concurrency",
         ),
         Row(
             "  status latency p50/p99",
@@ -401,6 +408,7 @@ def run_concurrency(
             "",
             f"p99 ≤ {STATUS_P99_MS} ms",
             "yes" if p99["ours"] <= STATUS_P99_MS else "NO",
+            key="status p99",
         ),
     ]
     record = {
@@ -411,6 +419,8 @@ def run_concurrency(
         "status_p50_ms": p50,
         "status_p99_ms": p99,
         "errors": errors,
+        "target": CONCURRENCY_TARGET,
+        "status_p99_target_ms": STATUS_P99_MS,
     }
     return rows, record
 
@@ -431,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated workload keys or groups to run "
         "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
-        "line_json, export_npy, stats, many_one, many_rr, concurrency; group nexus: "
-        "nexus_meta_first, nexus_meta, nexus_paths_first, nexus_paths, nexus_meta_changed)",
+        "line_json, export_npy, stats, many_one, many_rr, concurrency, two_clients, "
+        "stats_meanwhile, worker_rss; group nexus: nexus_meta_first, nexus_meta, "
+        "nexus_paths_first, nexus_paths, nexus_meta_changed)",
     )
     parser.add_argument(
         "--ours",
@@ -459,7 +470,15 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds",
         type=float,
         default=None,
-        help="duration of one concurrency round (default 6, quick 2)",
+        help="duration of one concurrency round, of one two_clients measurement (default 6) "
+        "and of worker_rss's load (default 4); quick: 2",
+    )
+    parser.add_argument(
+        "--today",
+        type=Path,
+        metavar="FILE",
+        help='a JSON object row key -> text (e.g. {"heatmap_gzip": "0.89-0.95"}), '
+        "printed as an extra column 'today' (see benchmarks/today-issue*.json)",
     )
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument(
@@ -475,13 +494,15 @@ def main(argv: list[str] | None = None) -> int:
     profile = d.PROFILES["quick" if args.quick else "full"]
     only = {k for k in args.only.split(",") if k}
     every = workloads(profile)
-    known = {w.key for w in every} | {w.group for w in every if w.group} | {"concurrency"}
+    known = {w.key for w in every} | {w.group for w in every if w.group} | set(SPECIALS)
     if only - known:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(only - known))}")
+    today = read_today(parser, args.today)
     chosen = [w for w in every if not only or w.key in only or w.group in only]
     if not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
         parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
-    with_concurrency = not only or "concurrency" in only
+    specials = [key for key in SPECIALS if not only or key in only]
+    on_running = [key for key in specials if key != "worker_rss"]
     root = d.ensure_data(args.data_dir, profile, log)
     log(f"warming the page cache over {root} ...")
     d.warm_page_cache(root)
@@ -503,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         # Running servers: INTERLEAVED and CHANGED rows, the concurrency rounds
         running = [w for w in chosen if w.method != FIRST]
-        if running or with_concurrency:
+        if running or on_running:
             with started(lineup, workdir) as servers:
                 log(
                     "; ".join(
@@ -513,8 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 clients = {side: Client(server) for side, server in servers.items()}
                 for w in running:
-                    if w.group and with_concurrency and "concurrency" not in results:
-                        results["concurrency"] = concurrency(servers, profile, args)
+                    if w.group:  # the special rows before the grouped ones
+                        run_specials(on_running, results, servers, profile, args)
                     if w.method == CHANGED:
                         results[w.key] = run_changed(
                             clients, root, w, args.quick, rng, args.profile_ours, args.native
@@ -525,8 +546,20 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 for client in clients.values():
                     client.close()
-                if with_concurrency and "concurrency" not in results:
-                    results["concurrency"] = concurrency(servers, profile, args)
+                run_specials(on_running, results, servers, profile, args)
+        # A server of its own, with the others stopped
+        if "worker_rss" in specials:
+            if args.ours == "extension":
+                log("worker_rss: a separate instance of our server")
+                results["worker_rss"] = run_worker_rss(
+                    lineup,
+                    workdir,
+                    profile,
+                    args.clients,
+                    args.seconds or (2.0 if args.quick else 4.0),
+                )
+            else:
+                log("worker_rss: skipped ('ours' is an h5grove app: no worker processes)")
         # Fresh servers per sample: FIRST rows, once the running servers are stopped
         first = [w for w in chosen if w.method == FIRST]
         if first:
@@ -548,11 +581,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.ours != "extension":
         print("  NOTE: 'ours' is a second h5grove app (A/A check of the harness)")
     print()
-    # rows in the order of the workloads, the concurrency rows after the ungrouped ones
-    order = [w.key for w in every if not w.group] + ["concurrency"]
+    # rows in the order of the workloads, the special rows after the ungrouped ones
+    order = [w.key for w in every if not w.group] + list(SPECIALS)
     order += [w.key for w in every if w.group]
     rows = [row for key in order if key in results for row in results[key][0]]
-    print(table(rows, h5web=not args.no_h5web))
+    if today is not None:
+        for row in rows:
+            row.today = today.get(row.key, "") if row.key else ""
+        shown = {row.key for row in rows}
+        absent = sorted(set(today) - shown)
+        if absent:
+            log(f"--today: no row printed for {', '.join(absent)}")
+    print(table(rows, h5web=not args.no_h5web, today=today is not None))
     print()
     notes = [
         "ratio = median(ours) / median(h5grove) latency over interleaved rounds (lower is better);",
@@ -570,13 +610,61 @@ def main(argv: list[str] | None = None) -> int:
         "'1st req.' = one request per sample to freshly started servers; 'targets changed' =",
         f"one request per sample just after changing {BATCH} of the files the answer depends on.",
     ]
+    special_notes = {  # for the rows that ran
+        "concurrency": "concurrency: ratio = throughput ours / h5grove (median of rounds);",
+        "two_clients": "two_clients: ratio = ours' throughput, 2 clients on 2 files / 1 client "
+        "(median of\nrounds), spread = its range; h5grove's ratio in its cell;",
+        "stats_meanwhile": "stats_meanwhile: latencies of the metas sent while a stats was in "
+        "flight,\nratio = p99 ours / h5grove;",
+        "worker_rss": "worker_rss: a separate instance of our server, its workers' RSS summed.",
+    }
+    notes += [text for key, text in special_notes.items() if key in results]
+    if today is not None:
+        notes.append(f"today = the figures the issue gives for today ({args.today}).")
     print("\n".join(notes))
     if args.json:
         records = [results[key][1] for key in order if key in results]
-        args.json.write_text(
-            json.dumps({"machine": info, "profile": profile.name, "results": records}, indent=1)
-        )
+        out = {"machine": info, "profile": profile.name, "results": records}
+        if today is not None:
+            out["today"] = today
+        args.json.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def read_today(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, str] | None:
+    """The --today file: a JSON object row key -> text (None without the option)."""
+    if path is None:
+        return None
+    try:
+        today = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        parser.error(f"--today {path}: {e}")
+    if not isinstance(today, dict) or not all(isinstance(v, str) for v in today.values()):
+        parser.error(f"--today {path}: not a JSON object of strings")
+    return today
+
+
+def run_specials(
+    keys: list[str],
+    results: dict[str, tuple[list[Row], dict]],
+    servers: dict[str, Server],
+    profile: d.Profile,
+    args: argparse.Namespace,
+) -> None:
+    """The special rows `keys` measured on the running servers, those not done yet."""
+    seconds = args.seconds or (2.0 if args.quick else 6.0)
+    for key in keys:
+        if key in results:
+            continue
+        log(f"{key} ...")
+        if key == "concurrency":
+            results[key] = concurrency(servers, profile, args)
+        elif key == "two_clients":
+            results[key] = run_two_clients(servers, profile, args.quick, seconds)
+        elif key == "stats_meanwhile":
+            results[key] = run_stats_meanwhile(servers, 5.0 if args.quick else 10.0)
+        else:
+            raise AssertionError(key)
 
 
 def concurrency(

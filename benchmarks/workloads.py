@@ -43,15 +43,16 @@ def q(endpoint: str, file: str, path: str, **params: str) -> str:
     return f"{endpoint}?{'&'.join(parts)}"
 
 
-def heatmap_windows(p: d.Profile, dataset: str) -> list[str]:
-    """All aligned 1024x1024 windows of a heatmap dataset, in a scrambled order."""
+def heatmap_windows(p: d.Profile, dataset: str, file: str = d.HEATMAP) -> list[str]:
+    """All aligned 1024x1024 windows of a heatmap dataset, in a scrambled order (of
+    d.HEATMAP, or of its copy d.HEATMAP_B)."""
     n = p.heatmap_side // 1024
     windows = [(r * 1024, c * 1024) for r in range(n) for c in range(n)]
     windows = windows[::3] + windows[1::3] + windows[2::3]
     return [
         q(
             "data",
-            d.HEATMAP,
+            file,
             f"/{dataset}",
             selection=f"{r}:{r + 1024},{c}:{c + 1024}",
             format="bin",
@@ -91,9 +92,9 @@ def workloads(p: d.Profile) -> list[Workload]:
             20,
             0.5,
         ),
-        Workload("heatmap_gzip", "heatmap, gzip", cycle(gzip), 60, 15, 0.9),
+        Workload("heatmap_gzip", "heatmap, gzip", cycle(gzip), 60, 15, 0.6),
         Workload("heatmap_blosc", "heatmap, Blosc/LZ4", cycle(blosc), 60, 15, 0.5),
-        Workload("stack_frame", "stack frame", cycle(frames), 60, 15, 0.9),
+        Workload("stack_frame", "stack frame", cycle(frames), 60, 15, 0.4),
         Workload(
             "line_json", "line, JSON 1e6 f64", cycle([q("data", d.LINE, "/line")]), 30, 15, 0.9
         ),
