@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``from jupyter_h5grove import H5Web`` (imported on first use: the server never needs
+    it)."""
+    if name == "H5Web":
+        from .notebook import H5Web
+
+        return H5Web
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, object]]:

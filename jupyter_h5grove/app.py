@@ -9,12 +9,14 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
 from . import handlers
+from .errors import ForbiddenError
 from .identity import Logins
 from .linkmemo import DEFAULT_SIZE as DEFAULT_LINK_CACHE_SIZE
 from .pool import ProcessPool
+from .remote import RemoteRoots
 from .runners import Runner, ThreadRunner
 from .service import Limits, Settings, build_service
 
@@ -27,6 +29,10 @@ def _usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
+
+STORE_TIMEOUT = 30.0
+"""Seconds a remote store may take to answer (at most half of request_timeout, so a slow
+store is reported as such before the worker is stopped)."""
 
 DEFAULT_WORKER_PROCESSES = min(4, _usable_cores())
 """One per usable core, at most 4: a viewer has a few requests in flight at a time, each
@@ -132,6 +138,15 @@ class H5GroveApp(ExtensionApp):
         "files and remembered link targets); 0: never.",
     ).tag(config=True)
 
+    remote_roots = Dict(
+        {},
+        help="URL prefixes of remote HDF5 files that may be served, each with the fsspec "
+        "storage options of its store, e.g. {'s3://beamline-data/2026/': {'anon': False}, "
+        "'https://data.example.org/hdf5/': {}}. A `file` that is a URL (s3, gs, az, abfs, "
+        "http, https) is served only under one of them; anything else is refused before any "
+        "network access. Empty: no remote file is served. Needs jupyter_h5grove[remote].",
+    ).tag(config=True)
+
     @validate("url_prefix")
     def _valid_prefix(self, proposal: dict[str, Any]) -> str:
         """Strip slashes so `h5web`, `/h5web/` and `h5web/` mean the same prefix."""
@@ -139,6 +154,15 @@ class H5GroveApp(ExtensionApp):
         if not value:
             raise TraitError("H5GroveApp.url_prefix must not be empty")
         return value
+
+    @validate("remote_roots")
+    def _valid_roots(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        """Refuse prefixes that are not URLs the server could serve, at start-up."""
+        try:
+            RemoteRoots(proposal["value"])
+        except (ValueError, ForbiddenError) as error:
+            raise TraitError(f"H5GroveApp.remote_roots: {error}") from None
+        return dict(proposal["value"])
 
     @validate("worker_processes", "request_timeout", "worker_idle_timeout")
     def _not_negative(self, proposal: dict[str, Any]) -> Any:
@@ -167,6 +191,8 @@ class H5GroveApp(ExtensionApp):
             open_files_cache_size=self.open_files_cache_size,
             link_cache_size=self.link_cache_size,
             limits=Limits(self.max_response_bytes, self.stream_block_bytes, self.max_chunk_bytes),
+            remote_roots={str(k): dict(v) for k, v in self.remote_roots.items()},
+            store_timeout=min(STORE_TIMEOUT, self.request_timeout / 2 or STORE_TIMEOUT),
         )
 
         def allow_hidden() -> bool:

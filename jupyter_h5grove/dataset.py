@@ -6,6 +6,7 @@ See ``content`` for the public API and the differences from h5grove.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from .errors import FilterUnavailableError
 from .guard import check_storage, storage_datasets
 from .models import DatasetMetadata, Selection, Stats
 from .selection import (
+    Dim,
     Index,
     Selected,
     SelectionInfo,
@@ -53,6 +55,15 @@ def _filtered_chunk_nbytes(dataset: h5py.Dataset) -> int:
     if not dataset.chunks or dataset.id.get_create_plist().get_nfilters() <= 0:
         return 0
     return math.prod(dataset.chunks) * dataset.dtype.itemsize
+
+
+MAX_PREFETCH_CHUNKS = 4096
+"""Most chunks whose byte ranges ``chunk_ranges`` looks up (one index lookup each)."""
+
+
+def _last(dim: Dim) -> int:
+    """Index of the last item a selection takes on an axis."""
+    return dim.start + (dim.count - 1) * dim.step
 
 
 Allocate = Callable[[int], np.ndarray]
@@ -168,6 +179,48 @@ class DatasetContent(ResolvedEntityContent[h5py.Dataset]):
             if size:
                 self._read_into(block, index)
             yield convert(block, dtype)
+
+    @property
+    def filename(self) -> str:
+        """Name (OS path or URL) of the file holding the dataset."""
+        return str(self._h5py_entity.file.filename)
+
+    def chunk_ranges(self, selection: Selection = None) -> list[tuple[int, int]]:
+        """Byte ranges [start, stop) in the file of the stored chunks the selection touches
+        (of a contiguous dataset: the span of its rows), to fetch from slow storage in one
+        go before HDF5 reads them one by one. Empty when not worth it or unknown (more than
+        MAX_PREFETCH_CHUNKS chunks, compact, virtual or external storage)."""
+        sel = self._select(selection)
+        dataset = self._h5py_entity
+        if sel is None or not sel.size or dataset.is_virtual or dataset.external:
+            return []
+        dsid = dataset.id
+        layout = dsid.get_create_plist().get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = dsid.get_offset()
+            if offset is None:
+                return []
+            first = np.ravel_multi_index([d.start for d in sel.dims], dataset.shape)
+            last = np.ravel_multi_index([_last(d) for d in sel.dims], dataset.shape)
+            itemsize = dataset.dtype.itemsize
+            return [(offset + int(first) * itemsize, offset + (int(last) + 1) * itemsize)]
+        if layout != h5py.h5d.CHUNKED:
+            return []
+        touched = [
+            sorted({(d.start + i * d.step) // c for i in range(d.count)})
+            if d.step > c
+            else range(d.start // c, _last(d) // c + 1)
+            for d, c in zip(sel.dims, dataset.chunks, strict=True)
+        ]
+        if math.prod(len(t) for t in touched) > MAX_PREFETCH_CHUNKS:
+            return []
+        ranges = []
+        for coords in itertools.product(*touched):
+            offset = tuple(c * k for c, k in zip(coords, dataset.chunks, strict=True))
+            info = dsid.get_chunk_info_by_coord(offset)
+            if info.byte_offset is not None and info.size:
+                ranges.append((info.byte_offset, info.byte_offset + info.size))
+        return ranges
 
     def filter_ids(self) -> set[int]:
         """Ids of the HDF5 filters the dataset's chunks go through."""

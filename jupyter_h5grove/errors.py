@@ -66,6 +66,18 @@ class InvalidFileError(H5GroveError):
     """The file is not HDF5, is truncated or corrupt, or is a directory."""
 
 
+class StoreError(H5GroveError):
+    """A remote store (S3, HTTP server...) failed or cannot be reached."""
+
+
+class StoreUnavailableError(StoreError):
+    """A remote store says it is overloaded or unavailable for now (retry later)."""
+
+
+class StoreTimeoutError(StoreError):
+    """A remote store did not answer in time."""
+
+
 class WorkerDiedError(H5GroveError):
     """The worker process running the request died (killed, out of memory, crashed)."""
 
@@ -81,6 +93,9 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     TooLargeError: 413,
     FilterUnavailableError: 422,
     InvalidFileError: 422,
+    StoreError: 502,
+    StoreUnavailableError: 503,
+    StoreTimeoutError: 504,
     WorkerDiedError: 502,
     WorkTimeoutError: 504,
 }

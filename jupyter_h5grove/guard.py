@@ -26,7 +26,9 @@ What a server implements (or it uses :class:`RootGuard`) -- the :class:`Guard` p
   thousands of link targets one by one), and its identity.
 - ``memo``: a :class:`~jupyter_h5grove.linkmemo.LinkMemo` keeping descriptions of link
   targets across requests, or None; ``policy_key()``: whatever else ``allows`` depends on
-  (it is part of the memo's keys).
+  (it is part of the memo's keys); ``identify(path)``: a located file's identity now;
+  ``local``: whether the files are local (virtual dataset sources and external storage in
+  other files are refused otherwise).
 
 :func:`external_target` resolves an external link through briefly opened files, recording
 each file's identity, for the descriptions the memo keeps.
@@ -53,7 +55,7 @@ from .errors import (
     NotFoundError,
     PathError,
 )
-from .files import FileIdentity, open_briefly
+from .files import FileIdentity, current_identity, open_briefly
 from .linkmemo import BROKEN, Described, LinkMemo
 from .models import LinkResolution
 
@@ -78,15 +80,25 @@ class Guard(Protocol):
         """Whether ``os_path`` lies inside the served root."""
         ...
 
-    def locate(self, from_file: str, target_file: str) -> tuple[str, FileIdentity]:
-        """Where the target of an external link found in ``from_file`` is (or raise)."""
+    def locate(self, from_file: str, target_file: str) -> tuple[str, Any]:
+        """Where the target of an external link found in ``from_file`` is (or raise), and
+        its identity."""
         ...
 
-    def visit(self, os_path: str) -> AbstractContextManager[tuple[h5py.h5f.FileID, FileIdentity]]:
-        """A located file, open for a ``with`` block only, and its identity."""
+    def visit(self, located: str) -> AbstractContextManager[tuple[Any, Any]]:
+        """A located file, open (an ``h5py.h5f.FileID``) for a ``with`` block only, and its
+        identity."""
         ...
 
     memo: LinkMemo | None
+
+    local: bool
+    """Whether the guarded files are local (HDF5 opens the files their virtual datasets and
+    external storage name itself: from a remote file, it cannot)."""
+
+    def identify(self, path: str) -> Any:
+        """The identity of a file ``locate`` returned, now (None if it is gone)."""
+        ...
 
     def policy_key(self) -> Any:
         """What the verdicts of ``allows`` depend on besides the path."""
@@ -110,6 +122,7 @@ class RootGuard:
         self._open: Callable[[str], h5py.File] = open_file or _open_read_only
         self.memo = memo
         self.locking = locking
+        self.local = True
 
     @functools.cached_property
     def real_root(self) -> str:
@@ -154,6 +167,10 @@ class RootGuard:
             yield fid, identity
         finally:
             fid.close()
+
+    def identify(self, path: str) -> FileIdentity | None:
+        """The identity of a local file now (a stat)."""
+        return current_identity(path)
 
     def policy_key(self) -> Any:
         """Nothing but the constructor's arguments decides ``allows``."""
@@ -379,7 +396,8 @@ class Target(NamedTuple):
 
     key: Hashable
     os_path: str
-    identity: FileIdentity
+    """Its OS path (or URL, for a remote file)."""
+    identity: Any
 
 
 def locate_target(
@@ -398,7 +416,9 @@ def locate_target(
 
 def remembered(guard: Guard, target: Target) -> Described | None:
     """The memo's description of a located target, if it is still valid."""
-    return guard.memo.get(target.key, target.identity) if guard.memo is not None else None
+    if guard.memo is None:
+        return None
+    return guard.memo.get(target.key, target.identity, guard.identify)
 
 
 def describe_external(
@@ -500,6 +520,8 @@ def check_storage(
         for source in dataset.virtual_sources():
             for source_file in _source_files(dataset, source.file_name, folder, prefix, guard):
                 _check_nested(source_file, source.dset_name, guard, _depth, seen)
+    if dataset.external and not guard.local:
+        raise ForbiddenError(f"{dataset.name} stores its data in other files: not read remotely")
     for name, _offset, _size in dataset.external or ():
         raw = name.decode() if isinstance(name, bytes) else name
         path = _efl_path(raw, folder, dapl.get_efile_prefix().decode())
@@ -549,6 +571,11 @@ def _source_files(
     """Open files a VDS source may read, refusing if any candidate lies outside the root."""
     if name == ".":
         return [dataset.file]
+    if not guard.local:
+        raise ForbiddenError(
+            f"{dataset.name} is a virtual dataset with sources in other files, which HDF5 "
+            "cannot read from a remote file"
+        )
     candidates = _vds_candidates(name, folder, prefix)
     if "%b" in name:  # printf-style block pattern: every matching file counts.
         candidates = [m for c in candidates for m in glob.glob(glob.escape(c).replace("%b", "*"))]

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
-from .files import FileIdentity, current_identity
+from .files import current_identity
 
 DEFAULT_SIZE = 65536
 """Descriptions kept (a few hundred bytes each): enough for a handful of big master files."""
@@ -25,8 +25,8 @@ class Described(NamedTuple):
     """The metadata of a link's target (None: the link is broken), and the files it read."""
 
     metadata: dict[str, Any] | None
-    files: tuple[tuple[str, FileIdentity], ...]
-    """(OS path, identity) of every file read, the link's own target file first."""
+    files: tuple[tuple[str, Any], ...]
+    """(OS path or URL, identity) of every file read, the link's own target file first."""
 
 
 class LinkMemo:
@@ -38,16 +38,22 @@ class LinkMemo:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, Described] = OrderedDict()
 
-    def get(self, key: Hashable, identity: FileIdentity) -> Described | None:
+    def get(
+        self,
+        key: Hashable,
+        identity: Any,
+        identify: Callable[[str], Any] = current_identity,
+    ) -> Described | None:
         """The description of `key` if every file it read is unchanged; `identity` is that of
-        the first file, just stat'ed by the caller."""
+        the first file, just taken by the caller; `identify` gives the others' (a stat, or a
+        remote store's answer)."""
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
         if found is None or found.files[0][1] != identity:
             return None
-        if any(current_identity(path) != known for path, known in found.files[1:]):
+        if any(identify(path) != known for path, known in found.files[1:]):
             return None
         return found
 

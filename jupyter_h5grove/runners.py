@@ -101,7 +101,7 @@ class ThreadRunner:
     async def stop(self) -> None:
         """Stop the threads (running HDF5 calls finish on their own)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.service.files.close_all()
+        self.service.close()
 
 
 def _drop_result(future: asyncio.Future[Any] | Future[Any]) -> None:

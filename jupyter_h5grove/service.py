@@ -8,7 +8,7 @@ import os
 import stat
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import ExitStack
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import h5py
 
@@ -31,10 +31,12 @@ from .encoders import (
 )
 from .errors import EntityKindError, InvalidFileError, TooLargeError
 from .files import FileCache
-from .guard import RootGuard, Target, locate_target
+from .guard import Guard, RootGuard, Target, locate_target
 from .linkmemo import Described, LinkMemo
 from .models import LinkResolution
 from .paths import RootPolicy
+from .remote import RemoteRoots, is_url
+from .remotefiles import RemoteFiles, RemoteGuard
 from .selection import SelectionInfo
 from .utils import parse_link_resolution_arg
 
@@ -97,6 +99,10 @@ class Settings(NamedTuple):
     open_files_cache_size: int
     link_cache_size: int
     limits: Limits
+    remote_roots: dict[str, dict[str, Any]] = {}  # noqa: RUF012 (never mutated)
+    """URL prefix -> fsspec storage options (``H5GroveApp.remote_roots``)."""
+    store_timeout: float = 30.0
+    """Seconds a remote store may take to answer one request."""
 
 
 def build_service(
@@ -114,7 +120,8 @@ def build_service(
     files = FileCache(
         settings.open_files_cache_size, locking=settings.file_locking, background=background
     )
-    return Service(policy, files, settings.limits, LinkMemo(settings.link_cache_size))
+    remote = RemoteFiles(RemoteRoots(settings.remote_roots), settings.store_timeout)
+    return Service(policy, files, settings.limits, LinkMemo(settings.link_cache_size), remote)
 
 
 def check_chunks(content: DatasetContent, info: SelectionInfo, limit: int) -> None:
@@ -205,13 +212,19 @@ class Service:
     """Everything a request needs, shared by all handlers: root policy, open files, limits."""
 
     def __init__(
-        self, policy: RootPolicy, files: FileCache, limits: Limits, memo: LinkMemo | None = None
+        self,
+        policy: RootPolicy,
+        files: FileCache,
+        limits: Limits,
+        memo: LinkMemo | None = None,
+        remote: RemoteFiles | None = None,
     ) -> None:
         """Keep the collaborators; nothing is opened yet."""
         self.policy = policy
         self.files = files
         self.limits = limits
         self.memo = LinkMemo() if memo is None else memo
+        self.remote = RemoteFiles(RemoteRoots({}), 0) if remote is None else remote
 
     def run(
         self, query: Query, allocate: Allocate | None = None, helpers: int = 0, spare: int = 0
@@ -224,23 +237,36 @@ class Service:
         job = Job(allocate, helpers, spare)
         with self._hdf5_errors(query):
             resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
-            os_path = self.policy.resolve(query.file)
             with ExitStack() as resources:
-                h5file = resources.enter_context(self.files.open(os_path, query.file))
-                guard = self._guard(resources)
+                h5file, guard = self._open(query.file, resources)
                 content = create_content(h5file, query.path, resolve_links, guard=guard)
                 result = ENDPOINTS[query.endpoint](self, content, query, job)
                 if isinstance(result, Stream):
                     result.resources = resources.pop_all()  # the stream releases the file
                 return result
 
+    def close(self) -> None:
+        """Close every open file (remote ones before their file objects go)."""
+        self.files.close_all()
+        self.remote.close_all()
+
+    def _open(self, file: str, resources: ExitStack) -> tuple[h5py.File, Guard]:
+        """The HDF5 file a `file` argument names (a path under the root, or a URL under a
+        remote prefix: checked before anything is opened), leased until `resources` close,
+        and the guard of the request."""
+        if is_url(file):
+            url, _root = self.remote.roots.check(file)  # 403 before any network access
+            return resources.enter_context(self.remote.open(url)), self._guard(resources, file)
+        os_path = self.policy.resolve(file)
+        return resources.enter_context(self.files.open(os_path, file)), self._guard(resources)
+
     def describe(self, tasks: list[tuple[str, str, str]]) -> list[tuple[Hashable, Described]]:
         """Describe the link targets of a Gather (this worker's memo keeps them too); return
         them with their memo keys, for the worker that will finish the request."""
         with ExitStack() as resources:
-            guard = self._guard(resources)
             found = []
             for task in tasks:
+                guard = self._guard(resources, task[0])
                 target = locate_target(guard, *task)
                 described = describe_link_target(guard, *task)
                 if isinstance(target, Target) and isinstance(described, Described):
@@ -259,8 +285,11 @@ class Service:
             self.memo.put(key, described)
         return self.run(query, allocate)
 
-    def _guard(self, resources: ExitStack) -> PolicyGuard:
-        """The guard of one request (its leases end with `resources`)."""
+    def _guard(self, resources: ExitStack, holder: str = "") -> Guard:
+        """The guard of one request (its leases end with `resources`): for the links of a
+        remote file if `holder`, the file holding them, is a URL."""
+        if is_url(holder):
+            return RemoteGuard(self.remote, resources, self.memo)
         return PolicyGuard(self.policy, self.files, resources, self.memo)
 
     @contextlib.contextmanager
@@ -312,6 +341,7 @@ class Service:
                     for band in bands.selections
                 ]
                 return Scatter(queries, bands)
+        self._read_ahead(content, query)
         return _reply(
             encode_data(
                 content,
@@ -323,6 +353,16 @@ class Service:
                 **budget,
             )
         )
+
+    def _read_ahead(self, content: DatasetContent, query: Query) -> None:
+        """From a remote file, fetch the chunks the answer needs at once, concurrently (HDF5
+        would ask for them one after the other), if the answer is not streamed."""
+        remote = self.remote.file(content.filename)
+        if remote is None or query.format not in (None, "json", "bin", "npy"):
+            return
+        info = content.selection_info(query.selection, query.dtype, query.flatten)
+        if info.nbytes <= self.limits.stream_block_bytes:
+            remote.prefetch(content.chunk_ranges(query.selection))
 
     def stats(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Statistics of a dataset selection (computed block by block by the core)."""

@@ -205,7 +205,14 @@ class Worker:
         self.streams: dict[int, tuple[Stream, Lent]] = {}
 
     def serve(self) -> None:
-        """Answer messages until told to stop or the server goes away."""
+        """Answer messages until told to stop or the server goes away, then close files."""
+        try:
+            self._serve()
+        finally:
+            if self.service is not None:
+                self.service.close()
+
+    def _serve(self) -> None:
         while True:
             received = self.channel.receive()
             if received is None:

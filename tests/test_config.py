@@ -27,8 +27,7 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 def config_traits() -> dict[str, object]:
     """Our configurable traits and their defaults."""
     return {
-        name: trait.default_value
-        for name, trait in H5GroveApp.class_own_traits(config=True).items()
+        name: trait.default() for name, trait in H5GroveApp.class_own_traits(config=True).items()
     }
 
 
@@ -67,7 +66,18 @@ def test_readme_shows_both_config_spellings() -> None:
 
 @pytest.mark.parametrize(
     ("trait", "value"),
-    [("url_prefix", "/"), ("url_prefix", ""), ("worker_threads", 0), ("stream_block_bytes", 0)],
+    [
+        ("url_prefix", "/"),
+        ("url_prefix", ""),
+        ("worker_threads", 0),
+        ("stream_block_bytes", 0),
+        ("worker_processes", -1),
+        ("request_timeout", -1),
+        ("remote_roots", {"file:///data/": {}}),
+        ("remote_roots", {"data/": {}}),
+        ("remote_roots", {"s3://bucket/../x/": {}}),
+        ("remote_roots", {"https://user@example.org/": {}}),
+    ],
 )
 def test_invalid_values_refused(trait: str, value: object) -> None:
     """Values that would break every request are refused at start."""
