@@ -79,17 +79,47 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[LabServer]:
-    """JupyterLab with our extension at /h5web/ and jupyterlab_h5web's server part off."""
+def moto_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An S3-compatible server (moto) on loopback holding the NeXus file."""
+    import boto3
+    from remote_servers import TEST_KEY, TEST_SECRET, start_moto
+
+    with start_moto() as port:
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id=TEST_KEY,
+            aws_secret_access_key=TEST_SECRET,
+        )
+        key = files.REMOTE_URL.removeprefix(f"s3://{files.REMOTE_BUCKET}/")
+        files.upload_nexus(client, files.REMOTE_BUCKET, key, tmp_path_factory.mktemp("s3"))
+        yield port
+
+
+@pytest.fixture(scope="module")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, artifacts: Path, moto_port: int
+) -> Iterator[LabServer]:
+    """JupyterLab with our extension at /h5web/ (serving the bucket's folder too) and
+    jupyterlab_h5web's server part off."""
+    from remote_servers import TEST_KEY, TEST_SECRET
+
     root = tmp_path_factory.mktemp("root")
     files.build_tree(root)
     ours = not REFERENCE
+    store = {
+        "endpoint_url": f"http://127.0.0.1:{moto_port}",
+        "key": TEST_KEY,
+        "secret": TEST_SECRET,
+    }
     server = start_lab(
         root,
         tmp_path_factory.mktemp("jupyter"),
         base_url=BASE_URL,
         extensions={"jupyter_h5grove": ours, "jupyterlab_h5web": not ours},
         extra_args=(f"--H5GroveApp.url_prefix={PREFIX}",) if ours else (),
+        config={"H5GroveApp": {"remote_roots": {files.REMOTE_PREFIX: store}}},
     )
     try:
         yield server
@@ -275,6 +305,21 @@ def test_notebook_h5web_display(lab: LabServer, lab_page: tuple[pw.Page, PrefixR
     (file,) = requested
     assert file is not None and Path(file).is_absolute(), file
     assert Path(file).name == files.NEXUS_FILE
+
+
+def test_notebook_remote_file(lab: LabServer, lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
+    """`jupyter_h5grove.H5Web("s3://...")` in a notebook: H5Web shows the file from the S3
+    server (the NeXus default plot is drawn), asking our extension with its URL."""
+    if REFERENCE:
+        pytest.skip("H5WEB_E2E_REFERENCE=1: jupyterlab_h5web's server reads no remote file")
+    page, recorder = lab_page
+    try:
+        ui.run_first_cell(page, files.REMOTE_NOTEBOOK)
+    except Exception:
+        ui.screenshot(page, ARTIFACTS, "13-remote-notebook-FAILED")
+        raise
+    _check_view(page, recorder, "13-notebook-remote-h5web", NX_HEATMAP)
+    assert {x.params.get("file") for x in recorder.exchanges} == {files.REMOTE_URL}
 
 
 # (path, visualization, text H5Web must show, or a Plot its canvas must satisfy)

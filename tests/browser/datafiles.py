@@ -14,6 +14,10 @@ SPACED_FOLDER = "run 2 data"
 SPACED_FILE = "stack copy.h5"
 TYPES_FILE = "types.h5"
 NOTEBOOK = "viewer.ipynb"
+REMOTE_NOTEBOOK = "remote.ipynb"
+REMOTE_BUCKET = "browser-bucket"
+REMOTE_PREFIX = f"s3://{REMOTE_BUCKET}/data/"
+REMOTE_URL = f"{REMOTE_PREFIX}scan.nxs"
 
 LINE_LENGTH = 200
 IMAGE_SHAPE = (48, 64)
@@ -91,19 +95,29 @@ def _write_types(path: Path) -> None:
         h5["scalar"] = 42.5
 
 
-def _write_notebook(path: Path) -> None:
-    """A notebook showing the NeXus file with jupyterlab_h5web's H5Web display object."""
+def _write_notebook(path: Path, code: str) -> None:
+    """A notebook whose first cell is `code`."""
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    code = f"from jupyterlab_h5web import H5Web\n\nH5Web({NEXUS_FILE!r})"
     notebook.cells.append(nbformat.v4.new_code_cell(code))
     nbformat.write(notebook, path)
+
+
+def upload_nexus(client, bucket: str, key: str, folder: Path) -> None:
+    """Write the NeXus file and put it in an S3 bucket (boto3 `client`)."""
+    _write_nexus(folder / NEXUS_FILE)
+    client.create_bucket(Bucket=bucket)
+    client.upload_file(str(folder / NEXUS_FILE), bucket, key)
 
 
 def build_tree(root: Path) -> None:
     """Write every file of the browser test under `root`."""
     _write_nexus(root / NEXUS_FILE)
     _write_types(root / TYPES_FILE)
-    _write_notebook(root / NOTEBOOK)
+    # jupyterlab_h5web's H5Web display object, and ours on a file in S3.
+    _write_notebook(root / NOTEBOOK, f"from jupyterlab_h5web import H5Web\n\nH5Web({NEXUS_FILE!r})")
+    _write_notebook(
+        root / REMOTE_NOTEBOOK, f"from jupyter_h5grove import H5Web\n\nH5Web({REMOTE_URL!r})"
+    )
     (root / SPACED_FOLDER).mkdir()
     _write_spaced(root / SPACED_FOLDER / SPACED_FILE)

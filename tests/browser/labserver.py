@@ -77,10 +77,10 @@ def _isolated_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _write_config(config_dir: Path, extensions: dict[str, bool]) -> None:
-    """User-level config: which server extensions load, and a quiet JupyterLab."""
+def _write_config(config_dir: Path, extensions: dict[str, bool], config: dict) -> None:
+    """User-level config: which server extensions load, `config`, and a quiet JupyterLab."""
     (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
+        json.dumps({"ServerApp": {"jpserver_extensions": extensions}, **config})
     )
     # No toast (news, update check) over the UI.
     settings = config_dir / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
@@ -97,10 +97,11 @@ def start_lab(
     base_url: str = "/",
     extensions: dict[str, bool],
     extra_args: tuple[str, ...] = (),
+    config: dict | None = None,
 ) -> LabServer:
     """Start `jupyter lab` on 127.0.0.1 and wait (bounded) until its API answers."""
     env = _isolated_env(home)
-    _write_config(Path(env["JUPYTER_CONFIG_DIR"]), extensions)
+    _write_config(Path(env["JUPYTER_CONFIG_DIR"]), extensions, config or {})
     port = free_port()
     token = secrets.token_hex(16)
     log_path = home / "jupyter-lab.log"
