@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -284,15 +284,24 @@ STAMP_EXTRA: dict[str, dict[str, object]] = {
 COPIES: dict[str, str] = {HEATMAP_B: HEATMAP}
 
 
-def ensure_data(cache_dir: Path, profile: Profile, log: Callable[[str], None] = print) -> Path:
-    """Return the data directory for `profile`, generating missing or stale files."""
+def ensure_data(
+    cache_dir: Path,
+    profile: Profile,
+    log: Callable[[str], None] = print,
+    names: Collection[str] | None = None,
+) -> Path:
+    """Return the data directory for `profile`, generating missing or stale files (only
+    those of `names`, keys of WRITERS, and the files they are copies of, if given)."""
     root = cache_dir / profile.name
     root.mkdir(parents=True, exist_ok=True)
     stamp_path = root / "stamp.json"
     # through JSON, as stored (tuples become lists)
     base = {"version": DATA_VERSION, "profile": asdict(profile)}
     stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
+    wanted = None if names is None else set(names) | {COPIES[n] for n in names if n in COPIES}
     for name, writer in WRITERS.items():
+        if wanted is not None and name not in wanted:
+            continue
         want = json.loads(json.dumps({**base, **STAMP_EXTRA.get(name, {})}))
         if name in COPIES:
             want["copy_of"] = {COPIES[name]: stamps[COPIES[name]]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import resource
@@ -58,12 +59,14 @@ def ms(seconds: float) -> str:
     return f"{v:.3g} ms" if v < 100 else f"{v:.0f} ms"
 
 
-def table(rows: list[Row], h5web: bool = True, today: bool = False) -> str:
+def table(rows: list[Row], h5web: bool = True, today: bool = False, base: str = "") -> str:
     """A GitHub-flavoured markdown table, aligned for the terminal (without the h5web
-    columns if not `h5web`; with the "today" column if `today`)."""
+    columns if not `h5web`; with the "today" column if `today`; `base`: another title for
+    the h5grove column)."""
     columns = [c for c in COLUMNS if today or c != "today"]
     columns += list(H5WEB_COLUMNS) if h5web else []
-    cells = [[getattr(r, c) for c in columns] for r in [HEADER, *rows]]
+    header = dataclasses.replace(HEADER, base=base) if base else HEADER
+    cells = [[getattr(r, c) for c in columns] for r in [header, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"

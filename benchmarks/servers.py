@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -129,9 +130,11 @@ def start_ours(
     base_url: str = "/",
     url_prefix: str = "h5grove",
     extra_args: list[str] | None = None,
+    config: dict[str, dict[str, Any]] | None = None,
 ) -> Server:
-    """Our extension inside a real Jupyter server, with token authentication."""
-    server = launch_ours(root, workdir, base_url, url_prefix, extra_args)
+    """Our extension inside a real Jupyter server, with token authentication (`config`:
+    more settings for its config file, e.g. {"H5GroveApp": {"remote_roots": {...}}})."""
+    server = launch_ours(root, workdir, base_url, url_prefix, extra_args, config)
     wait_ready(server, timeout=120)
     return server
 
@@ -142,6 +145,7 @@ def launch_ours(
     base_url: str = "/",
     url_prefix: str = "h5grove",
     extra_args: list[str] | None = None,
+    config: dict[str, dict[str, Any]] | None = None,
 ) -> Server:
     """start_ours() without waiting until it answers."""
     return _launch_jupyter(
@@ -154,6 +158,7 @@ def launch_ours(
         base_url,
         f"{base_url}{url_prefix}/",
         [f"--H5GroveApp.url_prefix={url_prefix}", *(extra_args or [])],
+        config,
     )
 
 
@@ -193,16 +198,18 @@ def _launch_jupyter(
     base_url: str,
     prefix: str,
     extra_args: list[str],
+    config: dict[str, dict[str, Any]] | None = None,
 ) -> Server:
-    """A Jupyter server with an isolated user config enabling/disabling `extensions`."""
+    """A Jupyter server with an isolated user config enabling/disabling `extensions`, and
+    the settings of `config` (class -> trait -> value; the command line overrides them)."""
     port = free_port()
     token = secrets.token_hex(16)
     config_dir = workdir / f"{label}_jupyter_config"
     config_dir.mkdir(exist_ok=True)
     # Isolated user config, on top of the site config (which enables what is installed).
-    (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
-    )
+    settings = {name: dict(traits) for name, traits in (config or {}).items()}
+    settings.setdefault("ServerApp", {})["jpserver_extensions"] = extensions
+    (config_dir / "jupyter_server_config.json").write_text(json.dumps(settings))
     env = _env()
     env["JUPYTER_CONFIG_DIR"] = str(config_dir)
     env["JUPYTER_RUNTIME_DIR"] = str(workdir / f"{label}_runtime")
