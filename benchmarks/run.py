@@ -1,9 +1,10 @@
 """Benchmark jupyter_h5grove against h5grove 4.0.0 and jupyterlab-h5web's server, side by
-side on loopback (issues 6 and 10).
+side on loopback (issues 6 and 10), and remote files against h5py + fsspec (issue 12).
 
 python benchmarks/run.py                # full run (first run also generates ~1.7 GB)
 python benchmarks/run.py --quick        # smoke run (reduced data, few rounds)
 python benchmarks/run.py --only nexus   # the NeXus master-file rows only
+python benchmarks/run.py --only remote  # the remote-data rows only (remote.py)
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from measure import (
 from nexus import BATCH, ScratchNexus
 from parallel import run_stats_meanwhile, run_two_clients, run_worker_rss
 from profiling import PySpy, summarise
+from remote import LATENCY_S, SLOW_LATENCY_S, missing_modules, run_remote
+from remote import NOTES as REMOTE_NOTES
 from report import OtherLoad, Row, machine_info, ms, table
 from servers import Lineup, Server, started
 from workloads import CHANGED, FIRST, Workload, heatmap_mix, workloads
@@ -50,6 +53,7 @@ CONCURRENCY_TARGET = 2.0  # ours' throughput / h5grove's under the concurrency l
 # Rows measured by their own methods (not Workloads), in the table after the ungrouped
 # workloads: the first three on the running servers, worker_rss on a server of its own.
 SPECIALS = ("concurrency", "two_clients", "stats_meanwhile", "worker_rss")
+REMOTE = "remote"  # remote.py's rows (issue 12), last, on servers and a store of their own
 
 
 def log(msg: str) -> None:
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
         "line_json, export_npy, stats, many_one, many_rr, concurrency, two_clients, "
         "stats_meanwhile, worker_rss; group nexus: nexus_meta_first, nexus_meta, "
-        "nexus_paths_first, nexus_paths, nexus_meta_changed)",
+        "nexus_paths_first, nexus_paths, nexus_meta_changed; remote: remote.py's rows)",
     )
     parser.add_argument(
         "--ours",
@@ -480,6 +484,18 @@ def main(argv: list[str] | None = None) -> int:
         help='a JSON object row key -> text (e.g. {"heatmap_gzip": "0.89-0.95"}), '
         "printed as an extra column 'today' (see benchmarks/today-issue*.json)",
     )
+    parser.add_argument(
+        "--remote-latency-ms",
+        type=float,
+        default=1e3 * LATENCY_S,
+        help="remote rows: delay added to each request to the store (default %(default)g)",
+    )
+    parser.add_argument(
+        "--remote-slow-ms",
+        type=float,
+        default=1e3 * SLOW_LATENCY_S,
+        help="remote rows: the same, for the slow store of the meanwhile row (default %(default)g)",
+    )
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument(
         "--profile-ours",
@@ -495,17 +511,32 @@ def main(argv: list[str] | None = None) -> int:
     only = {k for k in args.only.split(",") if k}
     every = workloads(profile)
     known = {w.key for w in every} | {w.group for w in every if w.group} | set(SPECIALS)
+    known.add(REMOTE)
     if only - known:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(only - known))}")
     today = read_today(parser, args.today)
     chosen = [w for w in every if not only or w.key in only or w.group in only]
-    if not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
-        parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
     specials = [key for key in SPECIALS if not only or key in only]
     on_running = [key for key in specials if key != "worker_rss"]
-    root = d.ensure_data(args.data_dir, profile, log)
-    log(f"warming the page cache over {root} ...")
-    d.warm_page_cache(root)
+    lineup_rows = bool(chosen or specials)  # rows of the three servers (not remote ones)
+    if lineup_rows and not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
+        parser.error("jupyterlab-h5web is not installed: pip install it, or pass --no-h5web")
+    remote = not only or REMOTE in only
+    skip = ""
+    if remote and missing_modules():
+        skip = f"missing {', '.join(missing_modules())} (pip install 'moto[server]' s3fs)"
+    elif remote and args.ours != "extension":
+        skip = "'ours' is an h5grove app (it serves no remote file)"
+    if skip and REMOTE in only:
+        parser.error(f"--only remote: {skip}")
+    elif skip:
+        log(f"remote rows skipped: {skip}")
+        remote = False
+    names = None if lineup_rows else (d.SMALL, d.HEATMAP)  # remote rows: those two only
+    root = d.ensure_data(args.data_dir, profile, log, names=names)
+    if lineup_rows:
+        log(f"warming the page cache over {root} ...")
+        d.warm_page_cache(root)
     if args.profile_ours:
         args.profile_ours.mkdir(parents=True, exist_ok=True)
     lineup = Lineup(
@@ -566,12 +597,29 @@ def main(argv: list[str] | None = None) -> int:
             d.warm_page_cache(root / d.NEXUS_DIR)  # again: the other rows read 1+ GB since
         for w in first:
             results[w.key] = run_first(lineup, workdir, w, args.quick, rng)
+        # Remote data: a store, its proxies and servers of their own, the others stopped
+        if remote:
+            log("remote ...")
+            results[REMOTE] = run_remote(
+                root,
+                workdir,
+                args.quick,
+                args.base_url,
+                tuple(args.ours_arg),
+                args.remote_latency_ms / 1e3,
+                args.remote_slow_ms / 1e3,
+            )
 
     info = machine_info()
+    only_remote = list(results) == [REMOTE]  # then no h5grove nor h5web server ran
+    if only_remote:
+        title = "jupyter_h5grove, remote data (vs h5py + fsspec)"
+    else:
+        title = "jupyter_h5grove vs h5grove 4.0.0"
+        title += "" if args.no_h5web else " and jupyterlab-h5web"
     print()
     print(
-        f"jupyter_h5grove vs h5grove 4.0.0"
-        f"{'' if args.no_h5web else ' and jupyterlab-h5web'} — profile '{profile.name}'"
+        f"{title} — profile '{profile.name}'"
         f"{' (QUICK: reduced data, few pairs)' if args.quick else ''}, "
         f"{time.monotonic() - t_start:.0f} s"
     )
@@ -583,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     # rows in the order of the workloads, the special rows after the ungrouped ones
     order = [w.key for w in every if not w.group] + list(SPECIALS)
-    order += [w.key for w in every if w.group]
+    order += [w.key for w in every if w.group] + [REMOTE]
     rows = [row for key in order if key in results for row in results[key][0]]
     if today is not None:
         for row in rows:
@@ -592,8 +640,31 @@ def main(argv: list[str] | None = None) -> int:
         absent = sorted(set(today) - shown)
         if absent:
             log(f"--today: no row printed for {', '.join(absent)}")
-    print(table(rows, h5web=not args.no_h5web, today=today is not None))
+    print(
+        table(
+            rows,
+            h5web=not args.no_h5web and lineup_rows,
+            today=today is not None,
+            base="h5py+fsspec" if only_remote else "",
+        )
+    )
     print()
+    print(REMOTE_NOTES if only_remote else "\n".join(notes_of(args, results, today)))
+    if args.json:
+        records = [results[key][1] for key in order if key in results]
+        out = {"machine": info, "profile": profile.name, "results": records}
+        if today is not None:
+            out["today"] = today
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def notes_of(
+    args: argparse.Namespace,
+    results: dict[str, tuple[list[Row], dict]],
+    today: dict[str, str] | None,
+) -> list[str]:
+    """The lines under the table: how to read the rows that ran."""
     notes = [
         "ratio = median(ours) / median(h5grove) latency over interleaved rounds (lower is better);",
         "spread = IQR of the per-round ratios; same? = response bodies compared with h5grove's",
@@ -619,16 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         "worker_rss": "worker_rss: a separate instance of our server, its workers' RSS summed.",
     }
     notes += [text for key, text in special_notes.items() if key in results]
+    if REMOTE in results:
+        notes.append(REMOTE_NOTES)
     if today is not None:
         notes.append(f"today = the figures the issue gives for today ({args.today}).")
-    print("\n".join(notes))
-    if args.json:
-        records = [results[key][1] for key in order if key in results]
-        out = {"machine": info, "profile": profile.name, "results": records}
-        if today is not None:
-            out["today"] = today
-        args.json.write_text(json.dumps(out, indent=1))
-    return 0
+    return notes
 
 
 def read_today(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, str] | None:
