@@ -3,6 +3,10 @@
 The event loop only routes: each request goes to a free worker, preferably one that served the
 same file recently (its open-file cache and memory are warm), else to any free worker, else to
 a new one while there are fewer than ``size``; otherwise it waits for the first to be free.
+Requests for remote files wait on their store, not on the CPU: at most ``size - 1`` of them
+run at once, so that local files always have a worker (with ``size`` 1, a second process is
+started for local files while a remote request runs), and they are never split among
+workers (the chunks they need are fetched concurrently by one worker: remotefiles.py).
 Each worker runs one call at a time. A call that outlives ``timeout`` gets its worker killed
 (504); a worker that dies fails its call (502) and is replaced when next needed. Workers start
 with the first request, not with the server, and stop after ``idle_timeout`` seconds without
@@ -27,6 +31,7 @@ from . import errors
 from .encoders import Bands, Body
 from .errors import WorkerDiedError, WorkTimeoutError
 from .ipc import Channel, Shared, socket_pair
+from .remote import is_url
 from .runners import Blocks, Whole, timeout_message
 from .service import Query, Settings
 
@@ -218,6 +223,12 @@ class ProcessPool:
         self.allow_hidden = allow_hidden
         self.timeout = timeout
         self.idle_timeout = idle_timeout
+        self.remote_size = max(1, size - 1)
+        """Requests for remote files running at most at once."""
+        self.capacity = max(size, self.remote_size + 1)
+        """Processes at most: `size`, or 2 if that is 1 (one for local files)."""
+        self.busy = {False: 0, True: 0}
+        """Requests running now, for local files (False) and remote ones (True)."""
         self.workers: list[Worker] = []
         self.exited: list[Worker] = []
         """Processes told to stop or killed, not yet reaped."""
@@ -229,11 +240,12 @@ class ProcessPool:
 
     async def run(self, query: Query) -> Whole | Blocks:
         """The answer to one request, from a worker process (and its helpers)."""
-        worker = await self._acquire(query.file)
+        remote = is_url(query.file)
+        worker = await self._acquire(query.file, remote)
         job = next(self._jobs)
         allow_hidden = bool(self.allow_hidden())
         try:
-            helpers = (len(self._free()), self.size - len(self.workers))
+            helpers = (0, 0) if remote else self._helpers()
             message, fds = await worker.call(
                 ("run", job, query, allow_hidden, helpers), self.timeout
             )
@@ -245,8 +257,13 @@ class ProcessPool:
                     ("finish", job, query, allow_hidden, found), self.timeout
                 )
         finally:
+            self.busy[remote] -= 1
             self._release(worker)
         return self._answer(worker, job, message, fds)
+
+    def _helpers(self) -> tuple[int, int]:
+        """(free workers, workers yet to start) that could share a local request's work."""
+        return len(self._free()), max(0, self.size - len(self.workers))
 
     def _answer(
         self, worker: Worker, job: int, message: tuple[Any, ...], fds: list[int]
@@ -353,14 +370,18 @@ class ProcessPool:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _acquire(self, file: str) -> Worker:
-        """A worker for a request about `file`, its lock held."""
+    async def _acquire(self, file: str, remote: bool) -> Worker:
+        """A worker for a request about `file` (a URL if `remote`), its lock held, counted
+        in ``busy``."""
         while True:
-            worker = self._pick(file)
-            if worker is None and len(self.workers) < self.size:
-                worker = self._spawn()
+            worker = None
+            if self.busy[remote] < (self.remote_size if remote else self.size):
+                worker = self._pick(file)
+                if worker is None and len(self.workers) < self.capacity:
+                    worker = self._spawn()
             if worker is not None:
                 await worker.lock.acquire()  # free: taken at once
+                self.busy[remote] += 1
                 worker.recent[file] = None
                 worker.recent.move_to_end(file)
                 while len(worker.recent) > AFFINITY_FILES:

@@ -42,6 +42,11 @@ VERSION_KEYS = ("VersionId", "ETag", "etag", "generation", "md5Hash", "LastModif
 """Where fsspec backends put what changes when an object is rewritten."""
 
 
+MAX_CONNECTIONS = 32
+"""Connections to an S3 store at once (botocore's default, 10, makes the 16 chunks of a
+1024x1024 window of 256x256 chunks come in two rounds)."""
+
+
 class ObjectInfo(NamedTuple):
     """An object as a store describes it now: its size and what changes when it is replaced
     (ETag, version id, last modification)."""
@@ -80,6 +85,7 @@ class FsspecStore:
                 "connect_timeout": timeout,
                 "read_timeout": timeout,
                 "retries": {"max_attempts": 2},
+                "max_pool_connections": MAX_CONNECTIONS,
             }
             options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
         self.fs = fsspec.filesystem(

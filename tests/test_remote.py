@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,55 @@ class TestFaults:
         message = error_message(waiting.result(), 504)
         assert f"127.0.0.1:{silent.port}" in message, message
         assert served >= 3
+
+
+LOCAL_ANSWER_LIMIT = 2.5
+"""Seconds a local answer may take while remote requests wait on a silent store: ~10 ms
+normally, a second or so on a loaded VM; a local request queued behind a remote one would
+wait for the store timeout (5 s here)."""
+
+
+class TestLocalFirst:
+    """Remote requests waiting on their store never hold up local files, whatever the
+    number of worker processes."""
+
+    @pytest.fixture(params=[1, 2], ids=lambda n: f"{n}-workers")
+    def h5grove_config(self, request, silent) -> dict:
+        roots = {f"http://127.0.0.1:{silent.port}/data/": {}}
+        return {
+            "H5GroveApp": {
+                "remote_roots": roots,
+                "request_timeout": 10,  # the store timeout is half of it
+                "worker_processes": request.param,
+            }
+        }
+
+    async def test_local_answers_while_remote_waits(self, api, silent, write_h5) -> None:
+        write_h5("here.h5", lambda f: f.create_dataset("x", data=[1, 2]))
+        before = silent.connections
+        remote = [
+            asyncio.ensure_future(
+                api("data", file=f"http://127.0.0.1:{silent.port}/data/{name}.h5", path="/x")
+            )
+            for name in ("a", "b")
+        ]
+        for _ in range(200):  # bounded: until the first remote request reached the store
+            if silent.connections > before:
+                break
+            await asyncio.sleep(0.05)
+        slowest = 0.0
+        served = 0
+        while not all(task.done() for task in remote):  # bounded: the store timeouts end them
+            started = time.monotonic()
+            response = await api("data", file="here.h5", path="/x")
+            slowest = max(slowest, time.monotonic() - started)
+            assert (response.code, response.body) == (200, b"[1,2]")
+            served += 1
+            await asyncio.sleep(0.05)
+        for task in remote:
+            error_message(task.result(), 504)
+        assert served >= 5
+        assert slowest < LOCAL_ANSWER_LIMIT, slowest
 
 
 def test_notebook_helper(tmp_path: Path, monkeypatch) -> None:
