@@ -307,6 +307,7 @@ def encode_data(
     max_bytes: int,
     block_bytes: int,
     allocate: Allocate | None = None,
+    part: tuple[int, int] | None = None,
 ) -> StreamResponse:
     """The answer to a data request on ``content`` (a DatasetContent), sized before reading.
 
@@ -314,7 +315,8 @@ def encode_data(
     then a lazy iterator of blocks (see :func:`stream_encode`). Other answers over
     ``max_bytes`` raise TooLargeError. Numeric ``bin``/``npy`` answers are read straight into
     one buffer from ``allocate`` (shared memory, in a worker process): no copy between HDF5
-    and the socket. Everything else is :func:`encode_parts` of ``content.data(...)``.
+    and the socket. Everything else is :func:`encode_parts` of ``content.data(...)``, or, for
+    band ``part`` of a JSON answer (see :class:`Bands`), :func:`json_band`.
     """
     if encoding not in ENCODINGS:
         raise QueryArgumentError(f"Unsupported encoding {encoding}")
@@ -340,7 +342,12 @@ def encode_data(
         )
     if encoding in STREAMABLE and _readable_in_place(info):
         return _read_whole(content, info, selection, dtype, str(encoding), allocate)
-    return encode_parts(content.data(selection, flatten, dtype), encoding)
+    data = content.data(selection, flatten, dtype)
+    if part is not None and encoding in ("json", None):
+        parts = json_band(data, part)
+        length = sum(len(p) for p in parts)
+        return StreamResponse({**JSON_HEADERS, "Content-Length": str(length)}, length, parts)
+    return encode_parts(data, encoding)
 
 
 SPLIT_MIN_BYTES = 1024 * 1024
@@ -362,31 +369,37 @@ SPLIT_MIN_ITEMS = 256 * 1024
 @dataclass
 class Bands:
     """A data answer read (and encoded) in bands, each by its own worker, and put together:
-    ``head``, then the bands' bodies (less ``strip`` bytes at each end) joined by ``separator``,
-    then ``tail``. The bands' own queries use ``selections``, ``encoding`` and ``flatten``."""
+    ``head`` (the npy header), then the bands' bodies in order. The bands' own queries use
+    ``selections``, ``encoding`` and ``flatten``, and their number in ``part``: JSON bands
+    bring their own brackets and commas (see :func:`json_band`)."""
 
     selections: list[str]
     encoding: str
     flatten: bool
     head: bytes
-    separator: bytes
-    tail: bytes
-    strip: int
     headers: dict[str, str]
     """Headers of the whole answer, but Content-Length."""
 
     def assemble(self, bodies: list[Body]) -> StreamResponse:
         """The whole answer from the bands' bodies, in order (views: nothing is copied)."""
-        parts: list[Body] = [self.head] if self.head else []
-        for number, body in enumerate(bodies):
-            if number and self.separator:
-                parts.append(self.separator)
-            view = memoryview(body)
-            parts.append(view[self.strip : len(view) - self.strip] if self.strip else view)
-        if self.tail:
-            parts.append(self.tail)
+        parts: list[Body] = [self.head, *bodies] if self.head else list(bodies)
         length = sum(len(part) for part in parts)
         return StreamResponse({**self.headers, "Content-Length": str(length)}, length, parts)
+
+
+def json_band(data: Any, part: tuple[int, int]) -> list[Body]:
+    """JSON of band `part` = (number, count) of an answer split along its first axis: its
+    values without their brackets, after "[" (the first band) or "," (the others), before
+    "]" (the last band). Put end to end, the bands are the answer's JSON."""
+    number, count = part
+    parts = encode_parts(data, "json").chunks
+    assert isinstance(parts, list)
+    if len(parts) == 1:
+        whole = memoryview(parts[0])
+        inner: list[Body] = [whole[1 : len(whole) - 1]]
+    else:  # ["[", rows..., "]"]
+        inner = parts[1:-1]
+    return [b"[" if number == 0 else b",", *inner, *([b"]"] if number == count - 1 else [])]
 
 
 def plan_bands(
@@ -422,13 +435,13 @@ def plan_bands(
         head = npy_header(info.shape, info.dtype) if encoding == "npy" else b""
         selections = content.band_selections(selection, workers)
         headers = FORMAT_HEADERS[str(encoding)]
-        return Bands(selections, "bin", flatten, head, b"", b"", 0, headers) if selections else None
+        return Bands(selections, "bin", flatten, head, headers) if selections else None
     if encoding not in ("json", None) or items < SPLIT_MIN_ITEMS:
         return None  # csv and tiff are made whole
     selections = content.band_selections(selection, workers)
     if not selections:
         return None
-    return Bands(selections, "json", flatten, b"[", b",", b"]", 1, JSON_HEADERS)
+    return Bands(selections, "json", flatten, b"", JSON_HEADERS)
 
 
 def _readable_in_place(info: Any) -> bool:

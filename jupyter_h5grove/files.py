@@ -161,6 +161,12 @@ class FileCache:
     @contextmanager
     def open(self, os_path: str, shown: str) -> Iterator[h5py.File]:
         """Lease an open handle of `os_path` for the duration of the `with` block."""
+        with self.lease(os_path, shown) as (h5file, _):
+            yield h5file
+
+    @contextmanager
+    def lease(self, os_path: str, shown: str) -> Iterator[tuple[h5py.File, FileIdentity]]:
+        """open(), with the identity of the file the handle shows."""
         try:
             identity = identify(os_path, shown)
         except NotFoundError:
@@ -170,7 +176,7 @@ class FileCache:
         if entry is None:
             entry = self._open(os_path, shown, identity)
         try:
-            yield entry.h5file
+            yield entry.h5file, entry.identity
         finally:
             self._release(entry)
 

@@ -58,6 +58,7 @@ from .errors import (
 from .files import FileIdentity, current_identity, open_briefly
 from .linkmemo import BROKEN, Described, LinkMemo
 from .models import LinkResolution
+from .tags import Dependencies
 
 MAX_LINK_HOPS = 16
 """Soft/external links followed for one path before giving up (HDF5's default limit)."""
@@ -96,6 +97,9 @@ class Guard(Protocol):
     """Whether the guarded files are local (HDF5 opens the files their virtual datasets and
     external storage name itself: from a remote file, it cannot)."""
 
+    dependencies: Dependencies
+    """The files the request consulted through the guard (for HTTP revalidation)."""
+
     def identify(self, path: str) -> Any:
         """The identity of a file ``locate`` returned, now (None if it is gone)."""
         ...
@@ -123,6 +127,7 @@ class RootGuard:
         self.memo = memo
         self.locking = locking
         self.local = True
+        self.dependencies = Dependencies()
 
     @functools.cached_property
     def real_root(self) -> str:
@@ -150,9 +155,12 @@ class RootGuard:
             try:
                 found = os.stat(candidate)
             except OSError:
+                self.dependencies.note(candidate, None)  # the answer changes if it appears
                 continue
+            identity = FileIdentity.of(found)
+            self.dependencies.note(candidate, identity)
             if stat.S_ISREG(found.st_mode):
-                return candidate, FileIdentity.of(found)
+                return candidate, identity
         if refused:
             raise ForbiddenError(
                 f"External link target {target_file!r} is outside the served directory"
@@ -446,6 +454,7 @@ def describe_external(
         found = Described(metadata, tuple(read) or ((target.os_path, target.identity),))
         if guard.memo is not None:
             guard.memo.put(target.key, found)
+    guard.dependencies.note_all(found.files)
     return found
 
 
@@ -506,6 +515,8 @@ def check_storage(
     """
     if not dataset.is_virtual and not dataset.external:
         return  # The data is in the dataset's own file (the common case: nothing to look up).
+    if dataset.external or any(s.file_name != "." for s in dataset.virtual_sources()):
+        guard.dependencies.opaque = True  # HDF5 reads files nobody notes
     seen = set() if _seen is None else _seen
     key = (os.path.abspath(dataset.file.filename), dataset.name)
     if key in seen:

@@ -15,6 +15,7 @@ from jupyter_server.log import log_request
 from jupyter_server.prometheus.log_functions import prometheus_log_method
 from tornado import web
 from tornado.iostream import StreamClosedError
+from tornado.web import GZipContentEncoding
 
 from .encoders import Body
 from .errors import QueryArgumentError, http_status
@@ -64,8 +65,31 @@ def _quiet_success_log(handler: APIHandler) -> bool:
     return True
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named, or covered by ``*``, with a
+    quality above zero (RFC 9110, 12.5.3)."""
+    qualities: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
+        coding, _, parameters = item.partition(";")
+        quality = 1.0
+        name, _, value = parameters.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 0.0
+        qualities[coding.strip().lower()] = quality
+    return qualities.get("gzip", qualities.get("x-gzip", qualities.get("*", 0.0))) > 0
+
+
+def entity_tags(if_none_match: str | None) -> tuple[str, ...]:
+    """The entity tags of an If-None-Match header (ours never hold a comma)."""
+    return tuple(tag.strip() for tag in (if_none_match or "").split(",") if tag.strip())
+
+
 class H5GroveHandler(APIHandler):
-    """Base of every endpoint: authentication, JSON errors without tracebacks, no ETag."""
+    """Base of every endpoint: authentication, JSON errors without tracebacks; ETags are set
+    by the service, never computed from bodies."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -82,9 +106,13 @@ class H5GroveHandler(APIHandler):
         await super().prepare()
         if not recalled:
             self.logins.remember(self)
+        # Answers are compressed by the workers (service.py); tornado's compress_response
+        # would compress again, on the event loop, under the same ETag.
+        self._transforms = [t for t in self._transforms if not isinstance(t, GZipContentEncoding)]
 
     def compute_etag(self) -> str | None:
-        """No ETag: hashing every (possibly huge) body costs more than it saves."""
+        """No ETag from the body: hashing every (possibly huge) body costs more than it saves;
+        the service tags answers by what they were read from (tags.py)."""
         return None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -164,12 +192,15 @@ class FileHandler(H5GroveHandler):
         if raw_file and b"\x00" in raw_file[-1]:
             # tornado would silently turn NUL into a space: refuse instead.
             raise to_http_error(QueryArgumentError("file must not contain NUL characters"))
+        headers = self.request.headers
         return Query(
             endpoint=self.endpoint,
             file=self.get_query_argument("file"),
             path=self.get_query_argument("path", None, strip=False),
             resolve_links=self.get_query_argument("resolve_links", None),
             **{name: self.argument(name) for name in ENDPOINT_ARGUMENTS[self.endpoint]},
+            coding="gzip" if accepts_gzip(headers.get("Accept-Encoding")) else None,
+            if_none_match=entity_tags(headers.get("If-None-Match")),
         )
 
     def argument(self, name: str) -> Any:
@@ -193,8 +224,13 @@ class FileHandler(H5GroveHandler):
             await self.write_blocks(result)
 
     async def write_whole(self, answer: Whole) -> None:
-        """Send an answer built in memory: small ones in one write, big ones part by part."""
+        """Send an answer built in memory: small ones in one write, big ones part by part; a
+        304 with its headers only."""
         content_type = self.set_headers(answer.headers)
+        if answer.status == 304:
+            self.set_status(304)
+            self.finish()
+            return
         if sum(map(len, answer.parts)) <= SMALL_REPLY_BYTES:
             self.finish(b"".join(answer.parts), set_content_type=content_type)
             return

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import errors
+from .compression import PIECE_CRC, gzip_pieces
 from .encoders import Bands, Body
 from .errors import WorkerDiedError, WorkTimeoutError
 from .ipc import Channel, Shared, socket_pair
@@ -272,7 +273,8 @@ class ProcessPool:
         kind = message[0]
         if kind == "whole":
             part, key = worker.view(message[3], fds)
-            return Whole(message[2], [part], release=lambda: worker.give_back(key))
+            parts = [part] if len(part) else []
+            return Whole(message[2], parts, lambda: worker.give_back(key), message[4])
         if kind == "stream":
             worker.streams += 1
             return _ProcessBlocks(self, worker, job, message[2])
@@ -283,7 +285,7 @@ class ProcessPool:
     ) -> Whole:
         """Have the bands of a data answer read by `main` and the workers free now, each
         taking the next band when done with one; then put the answer together."""
-        bodies: list[Body | None] = [None] * len(queries)
+        answers: list[tuple[Body, dict[str, str]] | None] = [None] * len(queries)
         lent: list[tuple[Worker, int | None]] = []
 
         async def band(worker: Worker, number: int) -> None:
@@ -294,7 +296,8 @@ class ProcessPool:
                 for fd in fds:
                     os.close(fd)
                 raise _error(message)
-            bodies[number], key = worker.view(message[3], fds)
+            body, key = worker.view(message[3], fds)
+            answers[number] = (body, message[2])
             lent.append((worker, key))
 
         try:
@@ -303,13 +306,20 @@ class ProcessPool:
             for worker, key in lent:
                 worker.give_back(key)
             raise
-        answer = bands.assemble([body for body in bodies if body is not None])
+        done = [answer for answer in answers if answer is not None]
+        if all(PIECE_CRC in headers for _, headers in done):  # pieces of one gzip stream
+            parts = gzip_pieces(done)
+            length = sum(len(part) for part in parts)
+            headers = {**bands.headers, "Content-Encoding": "gzip", "Content-Length": str(length)}
+        else:
+            whole = bands.assemble([body for body, _ in done])
+            headers, parts = whole.headers, list(whole.chunks)
 
         def release() -> None:
             for worker, key in lent:
                 worker.give_back(key)
 
-        return Whole(answer.headers, list(answer.chunks), release=release)
+        return Whole(headers, parts, release=release)
 
     async def _gather(
         self, main: Worker, tasks: list[tuple[str, str, str]], allow_hidden: bool

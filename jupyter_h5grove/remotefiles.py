@@ -27,6 +27,7 @@ from .errors import ForbiddenError, InvalidFileError, NotFoundError
 from .linkmemo import LinkMemo
 from .remote import RemoteRoots, Url, is_url, parse
 from .stores import ObjectInfo, Store, make_store
+from .tags import Dependencies
 
 BLOCK = 64 * 1024
 """Size of the blocks small reads are served from."""
@@ -187,15 +188,17 @@ class RemoteFiles:
         return self.store(url).stat(url)
 
     @contextlib.contextmanager
-    def open(self, url: Url, info: ObjectInfo | None = None) -> Iterator[h5py.File]:
+    def open(
+        self, url: Url, info: ObjectInfo | None = None
+    ) -> Iterator[tuple[h5py.File, ObjectInfo]]:
         """Lease the open HDF5 file of a URL for the `with` block (opened, or reopened if the
-        object changed)."""
+        object changed), with the object's size and version."""
         info = info or self.identify(url)
         entry = self._acquire(str(url), info)
         if entry is None:
             entry = self._new(url, info)
         try:
-            yield entry.h5file
+            yield entry.h5file, entry.file.info
         finally:
             entry.file.forget_prefetched()
             self._release(str(url), entry)
@@ -268,6 +271,7 @@ class RemoteGuard:
         self.resources = resources
         self.memo = memo
         self.local = False
+        self.dependencies = Dependencies()
 
     def allows(self, os_path: str) -> bool:
         """No local path is reachable from a remote file."""
@@ -292,24 +296,27 @@ class RemoteGuard:
         refused (as a local file outside the root would be)."""
         url = self.target(from_file, target_file)
         try:
-            return str(url), self.files.identify(url)
+            info = self.files.identify(url)
         except NotFoundError:
+            self.dependencies.note(str(url), None)
             if target_file.startswith(("/", "\\")):
                 raise ForbiddenError(
                     f"External link target {target_file!r} is a local file: not followed"
                 ) from None
             raise
+        self.dependencies.note(str(url), info)
+        return str(url), info
 
     def open_file(self, from_file: str, target_file: str) -> h5py.File:
         located, info = self.locate(from_file, target_file)
-        return self.resources.enter_context(self.files.open(parse(located), info))
+        h5file, _ = self.resources.enter_context(self.files.open(parse(located), info))
+        return h5file
 
     @contextlib.contextmanager
     def visit(self, located: str) -> Iterator[tuple[Any, ObjectInfo]]:
         """The remote file at a located URL, for the `with` block (as an HDF5 file id)."""
         url = parse(located)
-        info = self.files.identify(url)
-        with self.files.open(url, info) as h5file:
+        with self.files.open(url) as (h5file, info):
             yield h5file.id, info
 
     def identify(self, located: str) -> ObjectInfo | None:

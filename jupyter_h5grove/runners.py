@@ -29,6 +29,8 @@ class Whole:
     parts: list[Body]
     release: Callable[[], None] = field(default=lambda: None)
     """Call once the parts are written (frees shared memory)."""
+    status: int = 200
+    """200, or 304 (no body: the client's copy is current)."""
 
 
 class Blocks(Protocol):
@@ -82,7 +84,7 @@ class ThreadRunner:
         """Run the request in a thread."""
         result = await self.call(self.service.run, query)  # no helpers: no plan comes back
         if isinstance(result, Reply):
-            return Whole(result.headers, result.parts)
+            return Whole(result.headers, result.parts, status=result.status)
         assert isinstance(result, Stream)
         return _ThreadBlocks(self, result)
 

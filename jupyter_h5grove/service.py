@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import h5py
 
+from .compression import COMPRESSIBLE, compressible, deflate_piece, gzip_body
 from .content import (
     DatasetContent,
     EntityContent,
@@ -29,15 +30,16 @@ from .encoders import (
     encode_parts,
     plan_bands,
 )
-from .errors import EntityKindError, InvalidFileError, TooLargeError
-from .files import FileCache
+from .errors import EntityKindError, InvalidFileError, NotFoundError, TooLargeError
+from .files import FileCache, current_identity
 from .guard import Guard, RootGuard, Target, locate_target
 from .linkmemo import Described, LinkMemo
 from .models import LinkResolution
 from .paths import RootPolicy
-from .remote import RemoteRoots, is_url
+from .remote import RemoteRoots, Url, is_url, parse
 from .remotefiles import RemoteFiles, RemoteGuard
 from .selection import SelectionInfo
+from .tags import Dependencies, Tags, etag, matches
 from .utils import parse_link_resolution_arg
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,27 @@ class Query(NamedTuple):
     dtype: str | None = None
     format: str | None = None
     flatten: bool = False
+    coding: str | None = None
+    """Content coding the client accepts for compressible answers ("gzip"), if any."""
+    if_none_match: tuple[str, ...] = ()
+    """The ETags of the client's copies (If-None-Match)."""
+    part: tuple[int, int] | None = None
+    """(number, count) of a band of a Scatter (never from a client)."""
+
+    def key(self, file: str) -> tuple[Any, ...]:
+        """What the answer depends on besides the files read and the root policy (`file`:
+        the normal form of the file argument): the endpoint, the arguments it reads (those it
+        does not read are None) and the content coding."""
+        return (self.endpoint, file, *self[2:10])
 
 
 class Reply(NamedTuple):
-    """An answer built in memory: its body as consecutive parts, and headers (Content-Length)."""
+    """An answer built in memory: its body as consecutive parts, and headers (Content-Length);
+    a 304 has no body."""
 
     parts: list[Body]
     headers: dict[str, str]
+    status: int = 200
 
 
 class Stream:
@@ -173,7 +189,10 @@ class PolicyGuard(RootGuard):
 
     def lease(self, os_path: str) -> h5py.File:
         """An open handle of an allowed file, from the cache, for this request only."""
-        return self.resources.enter_context(self.files.open(os_path, os.path.basename(os_path)))
+        shown = os.path.basename(os_path)
+        h5file, identity = self.resources.enter_context(self.files.lease(os_path, shown))
+        self.dependencies.note(os_path, identity)
+        return h5file
 
 
 class Job(NamedTuple):
@@ -224,6 +243,7 @@ class Service:
         self.files = files
         self.limits = limits
         self.memo = LinkMemo() if memo is None else memo
+        self.tags = Tags()
         self.remote = RemoteFiles(RemoteRoots({}), 0) if remote is None else remote
 
     def run(
@@ -233,14 +253,22 @@ class Service:
 
         Big binary answers are read into buffers from ``allocate`` (NumPy's by default).
         With other workers free (``helpers``) or that could be started (``spare``), work worth
-        sharing comes back as a Scatter or a Gather instead of the answer."""
+        sharing comes back as a Scatter or a Gather instead of the answer. A request whose
+        ETag (``if_none_match``) is current is answered 304, if its last answer's files are
+        known, without reading HDF5 (see tags.py)."""
         job = Job(allocate, helpers, spare)
         with self._hdf5_errors(query):
             resolve_links = _links(query)  # first, as h5grove: a bad value is a 422 for any file
+            target = self._target(query.file)  # refused here, before any file is touched
+            key = (*query.key(str(target)), self.policy.allow_hidden())
+            tag = self._current_tag(key) if query.if_none_match else None
+            if tag is not None and matches(tag, query.if_none_match):
+                return _not_modified(tag, query)
             with ExitStack() as resources:
-                h5file, guard = self._open(query.file, resources)
+                h5file, guard = self._open(target, query.file, resources)
                 content = create_content(h5file, query.path, resolve_links, guard=guard)
                 result = ENDPOINTS[query.endpoint](self, content, query, job)
+                result = self._revalidated(result, query, key, guard.dependencies)
                 if isinstance(result, Stream):
                     result.resources = resources.pop_all()  # the stream releases the file
                 return result
@@ -250,15 +278,63 @@ class Service:
         self.files.close_all()
         self.remote.close_all()
 
-    def _open(self, file: str, resources: ExitStack) -> tuple[h5py.File, Guard]:
-        """The HDF5 file a `file` argument names (a path under the root, or a URL under a
-        remote prefix: checked before anything is opened), leased until `resources` close,
-        and the guard of the request."""
+    def _target(self, file: str) -> Url | str:
+        """The file a `file` argument names: a URL under a remote prefix, or an OS path
+        under the root (403/404 decided on the string, before anything is opened)."""
         if is_url(file):
-            url, _root = self.remote.roots.check(file)  # 403 before any network access
-            return resources.enter_context(self.remote.open(url)), self._guard(resources, file)
-        os_path = self.policy.resolve(file)
-        return resources.enter_context(self.files.open(os_path, file)), self._guard(resources)
+            return self.remote.roots.check(file)[0]
+        return self.policy.resolve(file)
+
+    def _open(self, target: Url | str, file: str, resources: ExitStack) -> tuple[h5py.File, Guard]:
+        """The HDF5 file, leased until `resources` close, and the request's guard, which has
+        noted the file's identity."""
+        identity: Any
+        if isinstance(target, Url):
+            guard = self._guard(resources, file)
+            h5file, identity = resources.enter_context(self.remote.open(target))
+        else:
+            guard = self._guard(resources)
+            h5file, identity = resources.enter_context(self.files.lease(target, file))
+        guard.dependencies.note(str(target), identity)
+        return h5file, guard
+
+    def _identify(self, located: str) -> Any:
+        """The identity of a file an answer depended on, now (None if absent)."""
+        if not is_url(located):
+            return current_identity(located)
+        try:
+            return self.remote.identify(parse(located))
+        except NotFoundError:
+            return None
+
+    def _current_tag(self, key: tuple[Any, ...]) -> str | None:
+        """The ETag of the answer to `key` now, if its files are known and unchanged."""
+        known = self.tags.get(key)
+        if known is None or any(self._identify(path) != seen for path, seen in known):
+            return None
+        return etag(key, known)
+
+    def _revalidated(
+        self, result: Answer, query: Query, key: tuple[Any, ...], depends: Dependencies
+    ) -> Answer:
+        """The answer with its caching headers: no-cache (files change: revalidate each time),
+        its ETag when every file it was read from is known; a 304 if the client has it."""
+        if isinstance(result, Gather) or query.part is not None:
+            return result
+        headers = result.bands.headers if isinstance(result, Scatter) else result.headers
+        headers["Cache-Control"] = "no-cache"
+        if headers.get("Content-Type", "").split(";")[0] in COMPRESSIBLE:
+            headers["Vary"] = "Accept-Encoding"
+        if depends.opaque:
+            return result
+        files = depends.frozen()
+        self.tags.put(key, files)
+        headers["ETag"] = tag = etag(key, files)
+        if not matches(tag, query.if_none_match):
+            return result
+        if isinstance(result, Stream):
+            result.close()
+        return _not_modified(tag, query)
 
     def describe(self, tasks: list[tuple[str, str, str]]) -> list[tuple[Hashable, Described]]:
         """Describe the link targets of a Gather (this worker's memo keeps them too); return
@@ -309,17 +385,17 @@ class Service:
             tasks = content.undescribed_links()
             if len(tasks) >= GATHER_MIN_LINKS:
                 return Gather(tasks)
-        return _reply(encode_parts(content.metadata()))
+        return _reply(encode_parts(content.metadata()), query)
 
     def attr(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Attribute values of an entity, all or those named by attr_keys."""
-        return _reply(encode_parts(content.attributes(list(query.attr_keys) or None)))
+        return _reply(encode_parts(content.attributes(list(query.attr_keys) or None)), query)
 
     def data(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Dataset values; streamed or refused, decided before reading, when they are big; in
         bands (a Scatter) when other workers can share the work."""
         if not isinstance(content, DatasetContent):
-            return _reply(encode_parts(content.data()))  # raises the core's error for this kind
+            return _reply(encode_parts(content.data()), query)  # the core's error for it
         if query.format in ENCODINGS:  # an unknown format is refused before the selection
             info = content.selection_info(query.selection, query.dtype, query.flatten)
             check_chunks(content, info, self.limits.max_chunk_bytes)
@@ -336,23 +412,30 @@ class Service:
                 **budget,
             )
             if bands is not None:
+                count = len(bands.selections)
                 queries = [
-                    query._replace(selection=band, format=bands.encoding, flatten=bands.flatten)
-                    for band in bands.selections
+                    query._replace(
+                        selection=band,
+                        format=bands.encoding,
+                        flatten=bands.flatten,
+                        part=(number, count),
+                        if_none_match=(),
+                    )
+                    for number, band in enumerate(bands.selections)
                 ]
                 return Scatter(queries, bands)
         self._read_ahead(content, query)
-        return _reply(
-            encode_data(
-                content,
-                query.selection,
-                query.dtype,
-                query.format,
-                flatten=query.flatten,
-                allocate=job.allocate,
-                **budget,
-            )
+        response = encode_data(
+            content,
+            query.selection,
+            query.dtype,
+            query.format,
+            flatten=query.flatten,
+            allocate=job.allocate,
+            part=query.part,
+            **budget,
         )
+        return _reply(response, query)
 
     def _read_ahead(self, content: DatasetContent, query: Query) -> None:
         """From a remote file, fetch the chunks the answer needs at once, concurrently (HDF5
@@ -369,13 +452,13 @@ class Service:
         if isinstance(content, DatasetContent):
             info = content.selection_info(query.selection)
             check_chunks(content, info, self.limits.max_chunk_bytes)
-        return _reply(encode_parts(content.data_stats(query.selection)))
+        return _reply(encode_parts(content.data_stats(query.selection)), query)
 
     def paths(self, content: EntityContent, query: Query, job: Job) -> Answer:
         """Paths of the group and of every entity below it, as h5grove lists them."""
         if not isinstance(content, GroupContent):
             raise EntityKindError(f"{content.path} is a {content.kind}, not a group: no paths")
-        return _reply(encode_parts(content.paths(_links(query))))
+        return _reply(encode_parts(content.paths(_links(query))), query)
 
 
 def _links(query: Query) -> LinkResolution:
@@ -383,11 +466,33 @@ def _links(query: Query) -> LinkResolution:
     return parse_link_resolution_arg(query.resolve_links, LinkResolution.ONLY_VALID)
 
 
-def _reply(response: StreamResponse) -> Reply | Stream:
-    """Our answer from the encoders': whole (a list of parts) or block by block."""
-    if isinstance(response.chunks, list):
-        return Reply(response.chunks, response.headers)
-    return Stream(response.headers, response.chunks)
+def _reply(response: StreamResponse, query: Query) -> Reply | Stream:
+    """Our answer from the encoders': whole (a list of parts, compressed if the client takes
+    gzip and it is worth it) or block by block (binary: never compressed). A band of a
+    compressed answer is a piece of its deflate stream, with its CRC and length."""
+    chunks = response.chunks
+    if not isinstance(chunks, list):
+        return Stream(response.headers, chunks)
+    headers = dict(response.headers)
+    text = headers.get("Content-Type", "").split(";")[0] in COMPRESSIBLE
+    if query.coding == "gzip" and query.part is not None and text:
+        number, count = query.part
+        piece = deflate_piece(chunks, last=number == count - 1)
+        headers.update({"Content-Length": str(len(piece)), **piece.headers()})
+        return Reply([piece], headers)
+    if query.coding == "gzip" and query.part is None and compressible(headers, response.length):
+        body = gzip_body(chunks)
+        headers.update({"Content-Encoding": "gzip", "Content-Length": str(len(body))})
+        return Reply([body], headers)
+    return Reply(chunks, headers)
+
+
+def _not_modified(tag: str, query: Query) -> Reply:
+    """A 304: the client's copy, with this tag, is current."""
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if query.endpoint != "data" or query.format in (None, "json", "csv"):
+        headers["Vary"] = "Accept-Encoding"
+    return Reply([], headers, 304)
 
 
 ENDPOINTS: dict[str, Callable[[Service, EntityContent, Query, Job], Answer]] = {

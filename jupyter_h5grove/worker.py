@@ -11,7 +11,7 @@ Each message is sent as (keys, message): from the server, the keys of shared buf
 done with (the worker reuses them); from the worker, the keys of buffers it closed (the server
 unmaps them). Messages (server -> worker, each answered by exactly one message):
 - ("init", Settings): build the service -> ("ready", 0), awaited by nobody.
-- ("run", job, Query, allow_hidden, (helpers, spare)) -> ("whole", job, headers, body)
+- ("run", job, Query, allow_hidden, (helpers, spare)) -> ("whole", job, headers, body, status)
   | ("stream", job, headers) | ("scatter", job, queries, Bands) | ("gather", job, tasks):
   with other workers free (helpers) or yet to start (spare), work worth sharing comes back
   as a plan (service.py).
@@ -278,11 +278,11 @@ class Worker:
             lent.unused(set())
             raise
         if isinstance(result, Reply):
-            headers = result.headers
+            headers, status = result.headers, result.status
             body, fds = lent.body(result.parts)
             del result
             lent.unused({body[1]} if body[0] == "shared" else set())
-            self.send(("whole", job, headers, body), fds)
+            self.send(("whole", job, headers, body, status), fds)
         elif isinstance(result, Stream):
             self.streams[job] = (result, lent)
             self.send(("stream", job, result.headers))

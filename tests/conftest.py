@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def api(http_server_client, jp_base_url: str, jp_auth_header: dict[str, str], pr
 
     ``await api("meta", file="a.h5")``, ``await api("attr", [("attr_keys", "a")], file="a.h5")``,
     ``await api("meta", raw="file=%2e%2e/x.h5")``, ``await api("", method="HEAD")``.
+    Like a browser, the client takes gzip and decodes it (``decompress=False``: it takes only
+    what ``headers`` say, and keeps the body as sent).
     """
 
     async def fetch(
@@ -86,6 +89,7 @@ def api(http_server_client, jp_base_url: str, jp_auth_header: dict[str, str], pr
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
         trailing_slash: bool = False,
+        decompress: bool = True,
         **kwargs: Any,
     ):
         items = list(params.items()) if isinstance(params, Mapping) else list(params or [])
@@ -101,6 +105,7 @@ def api(http_server_client, jp_base_url: str, jp_auth_header: dict[str, str], pr
             headers=all_headers,
             raise_error=False,
             request_timeout=60,
+            decompress_response=decompress,
         )
 
     return fetch
@@ -114,6 +119,19 @@ def error_message(response: Any, *statuses: int) -> str:
     assert set(body) == {"message"}, body
     assert isinstance(body["message"], str) and body["message"]
     return str(body["message"])
+
+
+GZIP = {"Accept-Encoding": "gzip"}
+"""The header of a client taking gzip (with ``api(..., decompress=False)``)."""
+
+
+def gunzip(body: bytes) -> bytes:
+    """The content of exactly one gzip member (browsers read no more): fails on anything
+    else."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    content = decoder.decompress(body)
+    assert decoder.eof and not decoder.unused_data, "not exactly one gzip member"
+    return content
 
 
 @pytest.fixture
@@ -130,7 +148,8 @@ def oracle(jp_web_app, jp_root_dir, jp_base_url):
 
 @pytest.fixture
 def both(http_server_client, jp_base_url, jp_auth_header, oracle, prefix):
-    """Send one query to h5grove's handlers and to ours; return (theirs, ours)."""
+    """Send one query to h5grove's handlers and to ours; return (theirs, ours), both
+    uncompressed (test_http_caching.py shows compressed answers decode to the same)."""
 
     async def fetch(endpoint: str, pairs: Params, file: str, raw: str = ""):
         query = query_string(
@@ -141,7 +160,11 @@ def both(http_server_client, jp_base_url, jp_auth_header, oracle, prefix):
             url = url_path_join(jp_base_url, where, endpoint) + "?" + query
             responses.append(
                 await http_server_client.fetch(
-                    url, headers=jp_auth_header, raise_error=False, request_timeout=120
+                    url,
+                    headers=jp_auth_header,
+                    raise_error=False,
+                    request_timeout=120,
+                    decompress_response=False,  # no Accept-Encoding: bodies as h5grove's
                 )
             )
         return responses

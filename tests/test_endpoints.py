@@ -233,11 +233,10 @@ async def test_trailing_slash(api, sample, endpoint: str) -> None:
     assert plain.body == slashed.body
 
 
-async def test_no_etag_and_api_headers(api, sample) -> None:
-    """No ETag is computed (hashing big bodies is wasted work); Content-Length is exact."""
+async def test_exact_content_length(api, sample) -> None:
+    """Content-Length is the body's length (test_http_caching.py checks the ETags)."""
     response = await api("data", file="sample.h5", path="/chunked", format="bin")
     assert response.code == 200
-    assert "Etag" not in response.headers
     assert int(response.headers["Content-Length"]) == len(response.body) == 400 * 8
 
 
