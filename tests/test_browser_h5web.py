@@ -366,3 +366,36 @@ def test_big_endian_heatmap_values(lab_page: tuple[pw.Page, PrefixRecorder]) -> 
     ui.select_entity(page, "/big_endian_image")
     _check_view(page, recorder, "11-known-issue-big-endian-image", replace(HEATMAP, min_colours=2))
     _assert_colorbar(page, files.image_values(files.IMAGE_SHAPE).astype(np.float32))
+
+
+def test_reopened_file_revalidated(
+    lab: LabServer, chromium: pw.BrowserContext, lab_page: tuple[pw.Page, PrefixRecorder]
+) -> None:
+    """Reopened in another tab, the NeXus file's answers come from Chromium's cache,
+    revalidated with If-None-Match and answered 304 (no body sent, nothing re-read), and the
+    plot is drawn the same."""
+    page, recorder = lab_page
+    ui.open_from_file_browser(page, files.NEXUS_FILE)
+    _check_view(page, recorder, "14-nexus-first-tab", NX_HEATMAP)
+    first = {x.url for x in recorder.exchanges}
+
+    again = chromium.new_page()
+    again.set_default_timeout(ui.UI_TIMEOUT_MS)
+    second = PrefixRecorder(f"{lab.url}{PREFIX}/")
+    second.attach(again)
+    answers: list[pw.Response] = []
+    again.on("response", lambda r: answers.append(r) if r.url in first else None)
+    try:
+        ui.open_lab(again, lab.url, lab.token, workspace="reopened")
+        ui.open_from_file_browser(again, files.NEXUS_FILE)
+        _check_view(again, second, "15-nexus-reopened", NX_HEATMAP)
+        revalidated = [
+            r.url
+            for r in answers
+            if r.request.all_headers().get("if-none-match") == r.all_headers().get("etag")
+            and r.request.sizes()["responseBodySize"] == 0
+        ]
+    finally:
+        again.close()
+    assert len(answers) >= 8, [r.url for r in answers]
+    assert revalidated == [r.url for r in answers]
