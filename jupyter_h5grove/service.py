@@ -68,7 +68,18 @@ class Query(NamedTuple):
         """What the answer depends on besides the files read and the root policy (`file`:
         the normal form of the file argument): the endpoint, the arguments it reads (those it
         does not read are None) and the content coding."""
-        return (self.endpoint, file, *self[2:10])
+        return (
+            self.endpoint,
+            file,
+            self.path,
+            self.resolve_links,
+            self.attr_keys,
+            self.selection,
+            self.dtype,
+            self.format,
+            self.flatten,
+            self.coding,
+        )
 
 
 class Reply(NamedTuple):
