@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 
@@ -64,36 +65,35 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def start_moto() -> Iterator[int]:
-    """moto's S3 server on loopback; yields its port."""
-    port = free_port()
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serving(command: list[str], port: int, output: Any = None) -> Iterator[subprocess.Popen]:
+    """Run a server process until the block ends, once it listens on `port`; its output
+    goes to `output` (an open file, subprocess.PIPE, or nowhere)."""
+    output = subprocess.DEVNULL if output is None else output
+    errors = subprocess.STDOUT if output is not subprocess.PIPE else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=output, stderr=errors)
     try:
         wait_listening(port, process)
-        yield port
+        yield process
     finally:
         stop(process)
+
+
+@contextlib.contextmanager
+def start_moto(log: Any = None) -> Iterator[int]:
+    """moto's S3 server on loopback (its log to `log`, an open file); yields its port."""
+    port = free_port()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with serving(command, port, log):
+        yield port
 
 
 @contextlib.contextmanager
 def start_http(folder: Path, redirects: dict[str, str] | None = None) -> Iterator[int]:
     """`folder` served over HTTP with byte ranges; yields the port."""
     port = free_port()
-    command = [
-        sys.executable,
-        str(HERE),
-        "http",
-        str(port),
-        str(folder),
-        json.dumps(redirects or {}),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, process)
+    arguments = ["http", str(port), str(folder), json.dumps(redirects or {})]
+    with serving([sys.executable, str(HERE), *arguments], port):
         yield port
-    finally:
-        stop(process)
 
 
 class Proxy:
@@ -125,15 +125,11 @@ def start_proxy(target_port: int | None, mode: str = "forward") -> Iterator[Prox
     port = free_port()
     target = "-" if target_port is None else str(target_port)
     command = [sys.executable, str(HERE), "proxy", str(port), target, mode]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, process)
+    with serving(command, port, subprocess.PIPE) as process:
         proxy = Proxy(port, process)
         time.sleep(0.3)
         proxy._connections = 0  # wait_listening's own probe does not count
         yield proxy
-    finally:
-        stop(process)
 
 
 # --------------------------------------------------------------------------- as a script
