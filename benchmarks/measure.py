@@ -171,6 +171,29 @@ def interleaved(
     return result
 
 
+def interleaved_calls(
+    calls: dict[str, Callable[[int], float]],
+    rounds: int,
+    budget_s: float,
+    min_rounds: int = 3,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """`interleaved` for any sides: per round i, each call (name -> call(i) -> seconds) once,
+    in a random order; `rounds` rounds, fewer once `budget_s` is spent (at least
+    `min_rounds`). Returns name -> seconds of each round."""
+    rng = random.Random(seed)
+    result: dict[str, list[float]] = {name: [] for name in calls}
+    start = time.monotonic()
+    for i in range(rounds):
+        if i >= min_rounds and time.monotonic() - start > budget_s:
+            break
+        order = list(calls.items())
+        rng.shuffle(order)
+        for name, call in order:
+            result[name].append(call(i))
+    return result
+
+
 Answer = tuple[int, bytes, dict[str, str], float]  # status, body, headers, seconds
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 class PySpy:
     """`py-spy record` attached to a pid; collapsed stacks written to `out` on stop."""
 
-    def __init__(self, pid: int, out: Path, native: bool = False, rate: int = 250):
+    def __init__(
+        self,
+        pid: int,
+        out: Path,
+        native: bool = False,
+        rate: int = 250,
+        subprocesses: bool = False,
+        nonblocking: bool = True,
+    ):
         # next to this interpreter (a venv's bin/ need not be on PATH), else on PATH
         exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
             "py-spy"
@@ -33,8 +41,13 @@ class PySpy:
             str(out),
             "--threads",
         ]
+        if subprocesses:  # its children too (our worker processes), "process PID" frames first
+            args.append("--subprocesses")
         # --native needs to pause the process while it unwinds C stacks
-        args.append("--native" if native else "--nonblocking")
+        if native:
+            args.append("--native")
+        elif nonblocking:  # else py-spy pauses the process at each sample: whole stacks
+            args.append("--nonblocking")
         self.out = out
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -10,9 +10,9 @@ front of it that delay each HTTP request and count the requests and the bytes.
   back are counted as they pass (HTTP headers included). Connections are proxied
   concurrently: requests on different connections wait their delay at the same time.
 
-The proxy prints ``listening PORT`` once it accepts connections, then answers commands, one
-line each on its stdin: ``stats`` (a JSON line of the counts since the last reset and the
-requests noted) and ``reset`` (``ok``).
+The proxy is a ``proxy.ProxyProcess``: it prints ``listening PORT`` once it accepts
+connections, then answers commands, one line each on its stdin: ``stats`` (a JSON line of the
+counts since the last reset and the requests noted) and ``reset`` (``ok``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from proxy import ProxyProcess
+from proxy import serve as serve_proxy
+from proxy import stop_process as _stop
 
 HERE = Path(__file__).resolve()
 
@@ -48,17 +51,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a process we started, and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @contextlib.contextmanager
@@ -118,59 +110,21 @@ class Counts:
         return ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
 
 
-class DelayProxy:
+class DelayProxy(ProxyProcess):
     """A delaying, counting proxy process in front of the store's `target` port."""
 
     def __init__(self, target: int, delay_s: float, log_path: Path) -> None:
         self.delay_s = delay_s
-        command = [sys.executable, str(HERE), str(target), repr(delay_s)]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                bufsize=1,
-            )
-        self._lock = threading.Lock()
-        line = self._line()
-        if not line.startswith("listening "):
-            _stop(self.process)
-            raise RuntimeError(f"the proxy did not start ({line!r}): {log_path}")
-        self.port = int(line.split()[1])
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the proxy exited ({self.process.poll()})")
-        return line.strip()
-
-    def _ask(self, command: str) -> str:
-        assert self.process.stdin is not None
-        with self._lock:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-            return self._line()
+        super().__init__([sys.executable, str(HERE), str(target), repr(delay_s)], log_path)
 
     def reset(self) -> None:
         """Zero the counts (and forget the requests noted)."""
-        if self._ask("reset") != "ok":
+        if self.ask("reset") != "ok":
             raise RuntimeError("the proxy did not reset")
 
     def counts(self) -> Counts:
         """The counts since the last reset."""
-        return Counts(**json.loads(self._ask("stats")))
-
-    def stop(self) -> None:
-        _stop(self.process)
-
-    def __enter__(self) -> DelayProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Counts(**json.loads(self.ask("stats")))
 
 
 # --------------------------------------------------------------------------- as a script
@@ -242,24 +196,7 @@ def serve(target: int, delay_s: float) -> None:
             return "ok"
         return f"unknown command {line!r}"
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-
-        def commands() -> None:  # a thread: stdin, one command a line, until it closes
-            for line in sys.stdin:
-                answer = asyncio.run_coroutine_threadsafe(command(line.strip()), loop).result()
-                print(answer, flush=True)
-            loop.call_soon_threadsafe(server.close)
-
-        print(f"listening {port}", flush=True)
-        threading.Thread(target=commands, daemon=True).start()
-        async with server:
-            with contextlib.suppress(asyncio.CancelledError):
-                await server.serve_forever()
-
-    asyncio.run(main())
+    serve_proxy(handle, command)
 
 
 if __name__ == "__main__":

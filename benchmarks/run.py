@@ -5,6 +5,7 @@ python benchmarks/run.py                # full run (first run also generates ~1.
 python benchmarks/run.py --quick        # smoke run (reduced data, few rounds)
 python benchmarks/run.py --only nexus   # the NeXus master-file rows only
 python benchmarks/run.py --only remote  # the remote-data rows only (remote.py)
+python benchmarks/run.py --only web     # issue 13's rows: 304s, gzip, throttled links, logins
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from remote import LATENCY_S, SLOW_LATENCY_S, missing_modules, run_remote
 from remote import NOTES as REMOTE_NOTES
 from report import OtherLoad, Row, machine_info, ms, table
 from servers import Lineup, Server, started
+from web import NOTES as WEB_NOTES
+from web import run_web
 from workloads import CHANGED, FIRST, Workload, heatmap_mix, workloads
 
 STATS_RTOL = 1e-4  # float32 sums in a different order differ in the last digits
@@ -51,8 +54,8 @@ RSS_LIMIT_MB = 256
 STATUS_P99_MS = 20  # ours' status latency under the concurrency load
 CONCURRENCY_TARGET = 2.0  # ours' throughput / h5grove's under the concurrency load
 # Rows measured by their own methods (not Workloads), in the table after the ungrouped
-# workloads: the first three on the running servers, worker_rss on a server of its own.
-SPECIALS = ("concurrency", "two_clients", "stats_meanwhile", "worker_rss")
+# workloads: the first four on the running servers, worker_rss on a server of its own.
+SPECIALS = ("concurrency", "two_clients", "stats_meanwhile", "web", "worker_rss")
 REMOTE = "remote"  # remote.py's rows (issue 12), last, on servers and a store of their own
 
 
@@ -446,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated workload keys or groups to run "
         "(root, meta_small, meta_children, heatmap_gzip, heatmap_blosc, stack_frame, "
         "line_json, export_npy, stats, many_one, many_rr, concurrency, two_clients, "
-        "stats_meanwhile, worker_rss; group nexus: nexus_meta_first, nexus_meta, "
-        "nexus_paths_first, nexus_paths, nexus_meta_changed; remote: remote.py's rows)",
+        "stats_meanwhile, web, worker_rss; group nexus: nexus_meta_first, nexus_meta, "
+        "nexus_paths_first, nexus_paths, nexus_meta_changed; remote: remote.py's rows; "
+        "web: issue 13's rows, web.py)",
     )
     parser.add_argument(
         "--ours",
@@ -502,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="record py-spy samples of our server per workload into DIR "
-        "(timings of such a run are perturbed; not for the first-request rows)",
+        "(timings of such a run are perturbed; not for the first-request rows; web: after its "
+        "rows, bursts of meta small on ours, token then cookie, and on h5grove)",
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     args = parser.parse_args(argv)
@@ -517,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     today = read_today(parser, args.today)
     chosen = [w for w in every if not only or w.key in only or w.group in only]
     specials = [key for key in SPECIALS if not only or key in only]
+    if "web" in specials and args.ours != "extension":
+        if "web" in only:
+            parser.error("--only web: 'ours' is an h5grove app (no 304s, gzip nor logins)")
+        log("web rows skipped: 'ours' is an h5grove app")
+        specials.remove("web")
     on_running = [key for key in specials if key != "worker_rss"]
     lineup_rows = bool(chosen or specials)  # rows of the three servers (not remote ones)
     if lineup_rows and not args.no_h5web and importlib.util.find_spec("jupyterlab_h5web") is None:
@@ -688,6 +698,7 @@ def notes_of(
         "stats_meanwhile": "stats_meanwhile: latencies of the metas sent while a stats was in "
         "flight,\nratio = p99 ours / h5grove;",
         "worker_rss": "worker_rss: a separate instance of our server, its workers' RSS summed.",
+        "web": WEB_NOTES,
     }
     notes += [text for key, text in special_notes.items() if key in results]
     if REMOTE in results:
@@ -729,6 +740,11 @@ def run_specials(
             results[key] = run_two_clients(servers, profile, args.quick, seconds)
         elif key == "stats_meanwhile":
             results[key] = run_stats_meanwhile(servers, 5.0 if args.quick else 10.0)
+        elif key == "web":
+            workdir = servers["ours"].log_path.parent if servers["ours"].log_path else None
+            results[key] = run_web(
+                servers, args.quick, workdir or Path(tempfile.gettempdir()), args.profile_ours
+            )
         else:
             raise AssertionError(key)
 
