@@ -1,11 +1,16 @@
 """gzip content encoding of text answers (JSON, CSV), whole or made of bands.
 
-The level and the threshold were chosen by measurement (benchmarks/, "compression" rows):
-level 1 compresses a 1e6-value JSON line at ~125 MB/s (level 6: 19 MB/s, 6 times slower for
-a 6% smaller answer), a 2,000-child group's metadata to 1.3% of its size at ~1 GB/s. An
-answer read in bands by several workers is compressed in bands too, each worker making a
-piece of one deflate stream (:func:`deflate_piece`), which :func:`gzip_pieces` wraps in one
-gzip member: browsers read a single member only.
+Level, strategy and threshold were chosen by measurement (benchmarks/web.py). Level 1
+compresses a 2,000-child group's metadata to 1.7% of its size at ~1.4 GB/s. JSON of
+measured numbers is another matter: its digits are close to random, so deflate's string
+matching finds almost nothing to reuse, and Huffman coding alone (``Z_HUFFMAN_ONLY``) makes
+it smaller than level 1 does (0.46 against 0.49 of a 1e6-value line) at 1.8 times the speed
+(~235 MB/s against ~133 MB/s; level 6: 21 MB/s), which a 1 Gbit/s link needs. Big answers
+are therefore sampled first and compressed with Huffman coding alone unless string matching
+pays on the sample (repeated values, masks, metadata). An answer read in bands by several
+workers is compressed in bands too, each worker making a piece of one deflate stream
+(:func:`deflate_piece`), which :func:`gzip_pieces` wraps in one gzip member: browsers read
+a single member only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,18 @@ from .encoders import Body
 
 LEVEL = 1
 """zlib level: compressing must not be slower than a 1 Gbit/s link (125 MB/s)."""
+
+SAMPLED_BYTES = 1024 * 1024
+"""Answers from this size on are sampled to choose the strategy (below, level 1 takes a few
+milliseconds whatever the data)."""
+
+SAMPLES = 4
+SAMPLE_BYTES = 16 * 1024
+"""Spots of the answer, spread over it, compressed both ways to choose."""
+
+MATCHING_GAIN = 1.1
+"""String matching is kept when it makes the sample this much smaller than Huffman coding
+alone does."""
 
 MIN_BYTES = 4096
 """Smallest answer compressed: below, it fits TCP's first round trip anyway (about 14 KB)
@@ -36,9 +53,29 @@ def compressible(headers: dict[str, str], length: int) -> bool:
     return length >= MIN_BYTES and headers.get("Content-Type", "").split(";")[0] in COMPRESSIBLE
 
 
+def strategy(parts: Sequence[Body]) -> int:
+    """The zlib strategy for a body: Huffman coding alone, if string matching does not make
+    a sample of it clearly smaller (see the module's docstring)."""
+    length = sum(len(part) for part in parts)
+    if length < SAMPLED_BYTES:
+        return zlib.Z_DEFAULT_STRATEGY
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    view = memoryview(body)
+    step = (length - SAMPLE_BYTES) // (SAMPLES - 1)
+    sample = b"".join(view[n * step : n * step + SAMPLE_BYTES] for n in range(SAMPLES))
+    matched = len(_deflate(sample, zlib.Z_DEFAULT_STRATEGY))
+    coded = len(_deflate(sample, zlib.Z_HUFFMAN_ONLY))
+    return zlib.Z_DEFAULT_STRATEGY if matched * MATCHING_GAIN < coded else zlib.Z_HUFFMAN_ONLY
+
+
+def _deflate(data: bytes, how: int) -> bytes:
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 8, how)
+    return compressor.compress(data) + compressor.flush()
+
+
 def gzip_body(parts: Sequence[Body]) -> bytes:
     """One gzip member holding the parts, in order."""
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 8, strategy(parts))
     crc = 0
     size = 0
     out = [_HEADER]
@@ -69,8 +106,9 @@ PIECE_SIZE = "X-H5grove-Piece-Size"
 
 def deflate_piece(parts: Sequence[Body], last: bool) -> Piece:
     """The parts as a piece of a raw deflate stream that other pieces may follow: it ends on
-    a byte boundary without closing the stream, unless it is the `last`."""
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
+    a byte boundary without closing the stream, unless it is the `last`. Each piece has its
+    own strategy (deflate blocks may differ)."""
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 8, strategy(parts))
     crc = 0
     size = 0
     out = []

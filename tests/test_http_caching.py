@@ -7,16 +7,18 @@ import json
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+import orjson
 import pytest
 from conftest import GZIP, WORKER_MODES, gunzip
 from tornado.web import GZipContentEncoding
 
-from jupyter_h5grove.compression import MIN_BYTES
+from jupyter_h5grove.compression import MIN_BYTES, gzip_body, strategy
 from jupyter_h5grove.errors import InvalidFileError
 from jupyter_h5grove.service import Limits, Query, Reply, Service, Settings, build_service
 
@@ -314,3 +316,23 @@ async def test_tornado_compression_not_doubled(api, sample, jp_web_app) -> None:
     assert response.headers["Vary"] == "Accept-Encoding"
     assert "Content-Encoding" not in plain.headers
     assert gunzip(response.body) == plain.body
+
+
+@pytest.mark.parametrize(
+    ("values", "chosen"),
+    [
+        (np.cumsum(np.random.default_rng(1).standard_normal(300_000)), zlib.Z_HUFFMAN_ONLY),
+        (np.zeros(300_000), zlib.Z_DEFAULT_STRATEGY),
+        (np.repeat(np.arange(300), 1000), zlib.Z_DEFAULT_STRATEGY),
+    ],
+    ids=["measured", "zeros", "steps"],
+)
+def test_compression_strategy(values, chosen) -> None:
+    """Big numeric JSON: Huffman coding alone where string matching finds nothing to reuse,
+    level 1 where it does; either way one gzip member that decodes to the body."""
+    body = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    parts = [body[: len(body) // 3], body[len(body) // 3 :]]
+    assert strategy(parts) == chosen
+    packed = gzip_body(parts)
+    assert gunzip(packed) == body
+    assert len(packed) <= len(zlib.compress(body, 1)) * 1.01
