@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = missing_modules()
     if missing:
-        parser.error(f"missing {', '.join(missing)}: pip install 'moto[server]' boto3 s3fs aiohttp")
+        parser.error(f"missing {', '.join(missing)}: pip install -e '.[bench,test]'")
 
     profile = d.PROFILES["quick" if args.quick else "full"]
     data_root = d.ensure_data(args.data_dir, profile, log, names=(d.SMALL, d.HEATMAP))

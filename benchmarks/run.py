@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     remote = not only or REMOTE in only
     skip = ""
     if remote and missing_modules():
-        skip = f"missing {', '.join(missing_modules())} (pip install 'moto[server]' s3fs)"
+        skip = f"missing {', '.join(missing_modules())} (pip install -e '.[bench,test]')"
     elif remote and args.ours != "extension":
         skip = "'ours' is an h5grove app (it serves no remote file)"
     if skip and REMOTE in only:
