@@ -269,8 +269,9 @@ class FileHandler(H5GroveHandler):
 
         The connection takes bytes and byte views as they are (RequestHandler.write would
         copy them, and the first flush would copy the body again next to the headers); the
-        connection still counts the bytes against Content-Length. Output transforms (gzip,
-        if configured) must see the body, so then it goes through RequestHandler.write.
+        connection still counts the bytes against Content-Length. An output transform that
+        an application adds (prepare() drops tornado's gzip one) must see the body, so then it
+        goes through RequestHandler.write.
         """
         if self._transforms:
             self.write(bytes(part))

@@ -1,4 +1,5 @@
-"""One request's whole job, run in a worker thread: resolve, open, read, encode (no tornado)."""
+"""One request's whole job: resolve, open, read, encode (in a worker process or thread; no
+tornado here)."""
 
 from __future__ import annotations
 
