@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from remote_servers import free_port
 from traitlets import TraitError
 
 from jupyter_h5grove.app import H5GroveApp
@@ -167,11 +167,20 @@ def test_extension_list_shows_enabled() -> None:
     assert re.search(r"jupyter_h5grove \S+ OK", text), text
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def jupyter_server_command(root: Path, port: int, token: str, *options: str) -> list[str]:
+    """The command line of a Jupyter server process serving `root` on loopback."""
+    return [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--no-browser",
+        "--allow-root",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        *options,
+    ]
 
 
 def wait_for(lines: list[str], text: str, server: subprocess.Popen) -> None:
@@ -203,18 +212,7 @@ def test_real_server_logs_one_line_and_serves(tmp_path: Path, prefix: str) -> No
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f["x"] = [1, 2, 3]
     port, token = free_port(), "secret-token-for-test"
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        "--no-browser",
-        "--allow-root",
-        f"--ServerApp.root_dir={tmp_path}",
-        f"--IdentityProvider.token={token}",
-        f"--H5GroveApp.url_prefix={prefix}",
-    ]
+    command = jupyter_server_command(tmp_path, port, token, f"--H5GroveApp.url_prefix={prefix}")
     server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert server.stderr is not None
     lines: list[str] = []

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import orjson
 import psutil
 import pytest
 from conftest import GZIP, error_message, gunzip, pool_of
+from remote_servers import free_port
+from test_config import jupyter_server_command
 
 from jupyter_h5grove.pool import ProcessPool
 
@@ -270,18 +271,7 @@ async def test_worker_dying_mid_stream(
 
 def start_server(root: Path, port: int, token: str) -> subprocess.Popen:
     """A Jupyter server process serving `root` on loopback with two worker processes."""
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        "--no-browser",
-        "--allow-root",
-        f"--ServerApp.root_dir={root}",
-        f"--IdentityProvider.token={token}",
-        "--H5GroveApp.worker_processes=2",
-    ]
+    command = jupyter_server_command(root, port, token, "--H5GroveApp.worker_processes=2")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -301,7 +291,6 @@ async def test_no_orphan_workers(tmp_path: Path, how: signal.Signals) -> None:
     """When the server stops, or is killed with SIGKILL, its workers exit within seconds, even
     one that is stuck (stopped) and cannot notice."""
     from http_clients import download
-    from test_config import free_port
 
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f["x"] = np.arange(4)
