@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,17 +148,15 @@ def serve(target: int, delay_s: float) -> None:
     commands of stdin (see the module's docstring)."""
     counts = Counts()
 
-    async def pipe_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Client to store: each request held `delay_s` before it goes on."""
+    async def pipe(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        arrived: Callable[[bytes], Awaitable[None]],
+    ) -> None:
+        """Copy one direction of a connection, each piece seen by `arrived` before it goes on."""
         try:
             while data := await reader.read(1 << 16):
-                if data.startswith(METHODS):
-                    counts.requests += 1
-                    if len(counts.noted) < NOTED:
-                        counts.noted.append(_note(data))
-                    if delay_s > 0:
-                        await asyncio.sleep(delay_s)
-                counts.sent += len(data)
+                await arrived(data)
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -166,17 +164,19 @@ def serve(target: int, delay_s: float) -> None:
         finally:
             writer.close()
 
-    async def pipe_down(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def request(data: bytes) -> None:
+        """Client to store: each request held `delay_s` before it goes on."""
+        if data.startswith(METHODS):
+            counts.requests += 1
+            if len(counts.noted) < NOTED:
+                counts.noted.append(_note(data))
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+        counts.sent += len(data)
+
+    async def answer(data: bytes) -> None:
         """Store to client: counted as it passes."""
-        try:
-            while data := await reader.read(1 << 16):
-                counts.received += len(data)
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
+        counts.received += len(data)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         counts.connections += 1
@@ -185,7 +185,7 @@ def serve(target: int, delay_s: float) -> None:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(pipe_up(reader, up_writer), pipe_down(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, request), pipe(up_reader, writer, answer))
 
     async def command(line: str) -> str:
         nonlocal counts
