@@ -291,14 +291,19 @@ def test_file_in_folder_with_space(lab_page: tuple[pw.Page, PrefixRecorder]) -> 
     assert requested == {f"{files.SPACED_FOLDER}/{files.SPACED_FILE}"}, requested
 
 
+def _run_first_cell(page: pw.Page, notebook: str, name: str) -> None:
+    """Open the notebook and run its first cell; a screenshot `name`-FAILED if that fails."""
+    try:
+        ui.run_first_cell(page, notebook)
+    except Exception:
+        ui.screenshot(page, ARTIFACTS, f"{name}-FAILED")
+        raise
+
+
 def test_notebook_h5web_display(lab: LabServer, lab_page: tuple[pw.Page, PrefixRecorder]) -> None:
     """`H5Web("scan.nxs")` in a notebook: the viewer asks with an absolute path in the root."""
     page, recorder = lab_page
-    try:
-        ui.run_first_cell(page, files.NOTEBOOK)
-    except Exception:
-        ui.screenshot(page, ARTIFACTS, "12-notebook-FAILED")
-        raise
+    _run_first_cell(page, files.NOTEBOOK, "12-notebook")
     _check_view(page, recorder, "12-notebook-h5web-display", NX_HEATMAP)
     requested = {x.params.get("file") for x in recorder.exchanges}
     assert len(requested) == 1, requested
@@ -313,11 +318,7 @@ def test_notebook_remote_file(lab: LabServer, lab_page: tuple[pw.Page, PrefixRec
     if REFERENCE:
         pytest.skip("H5WEB_E2E_REFERENCE=1: jupyterlab_h5web's server reads no remote file")
     page, recorder = lab_page
-    try:
-        ui.run_first_cell(page, files.REMOTE_NOTEBOOK)
-    except Exception:
-        ui.screenshot(page, ARTIFACTS, "13-remote-notebook-FAILED")
-        raise
+    _run_first_cell(page, files.REMOTE_NOTEBOOK, "13-remote-notebook")
     _check_view(page, recorder, "13-notebook-remote-h5web", NX_HEATMAP)
     assert {x.params.get("file") for x in recorder.exchanges} == {files.REMOTE_URL}
 
